@@ -22,10 +22,11 @@ FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 IMAGES = ("camera.jpg", "coffee.jpg", "rocket.jpg")
 
 
-def old_folder(tmp_path: pathlib.Path, name: str) -> pathlib.Path:
+def old_folder(tmp_path: pathlib.Path, name: str, into: str = "out") -> pathlib.Path:
     """tmp_path laid out as the fixture's run was: in/ (three sample images
     and a cut-short broken.jpg), models -> the repository's, the fixture's
-    other files; out/ holds its ledger (from the dump) and its parts."""
+    other files; `into` (out/) holds its ledger (from the dump) and its
+    parts."""
     src = FIXTURES / name
     inp = tmp_path / "in"
     inp.mkdir()
@@ -33,7 +34,7 @@ def old_folder(tmp_path: pathlib.Path, name: str) -> pathlib.Path:
         shutil.copy(SAMPLES / image, inp / image)
     (inp / "broken.jpg").write_bytes((SAMPLES / "coffee.jpg").read_bytes()[:3000])
     (tmp_path / "models").symlink_to(REPO / "models")
-    out = tmp_path / "out"
+    out = tmp_path / into
     out.mkdir()
     with sqlite3.connect(out / "_sluice_ledger.sqlite") as db:
         db.executescript((src / "ledger.sql").read_text())
@@ -178,3 +179,45 @@ def test_an_openai_folder_of_sluice_4ff1f38_resumes_and_then_checks_the_model_se
     assert r.returncode == 2, r.stderr[-3000:]
     assert "'fake'" in r.stderr and "'other'" in r.stderr, r.stderr[-3000:]
     assert fingerprint(out) == old_fp
+
+
+def test_an_s3_output_of_sluice_4ff1f38_resumes_and_then_names_its_output(sluice, tmp_path):
+    from s3_store import moto_store
+    state = old_folder(tmp_path, "old-4ff1f38-s3", into="state")
+    old_fp = fingerprint(state)
+    old_parts = {}
+    with moto_store() as (env, client):
+        client.create_bucket(Bucket="compat")
+        for part in sorted(state.glob("part-*")):  # the objects that run uploaded
+            old_parts[part.name] = part.read_bytes()
+            client.put_object(Bucket="compat", Key=f"fx4/{part.name}", Body=old_parts[part.name])
+            part.unlink()
+        shutil.copy(SAMPLES / "hubble.jpg", tmp_path / "in" / "hubble.jpg")
+
+        def caption(output):
+            return subprocess.run([str(sluice.binary), "caption", "in", "-o", output,
+                                   "--state-dir", "state", "--model", "models/tiny/model.gguf",
+                                   "--mmproj", "models/tiny/mmproj.gguf", "-n", "4",
+                                   "--shard-rows", "2", "--metrics-addr", "off"],
+                                  capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+
+        r = caption("s3://compat/fx4")
+        assert r.returncode == 3, r.stderr[-3000:]
+        assert "resuming: 4 inputs were already done by an earlier run" in r.stderr, r.stderr[-3000:]
+        objects = {o["Key"]: client.get_object(Bucket="compat", Key=o["Key"])["Body"].read()
+                   for o in client.list_objects_v2(Bucket="compat", Prefix="fx4/part-")["Contents"]}
+        # The ledger now names its output: another output given this state
+        # folder is refused (exit 2) and changes nothing.
+        r = caption("s3://compat/other")
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert ("state folder 'state' holds the resume ledger of output 's3://compat/fx4', not of "
+                "'s3://compat/other'") in r.stderr, r.stderr[-3000:]
+        assert "Contents" not in client.list_objects_v2(Bucket="compat", Prefix="other/")
+    assert {k[len("fx4/"):]: v for k, v in objects.items() if k[len("fx4/"):] in old_parts} == old_parts
+    rows = {}
+    for body in objects.values():
+        for line in body.decode().splitlines():
+            rows.setdefault(json.loads(line)["id"], []).append(line)
+    assert sorted(rows) == sorted(IMAGES + ("broken.jpg", "hubble.jpg"))
+    assert all(len(v) == 1 for v in rows.values()), rows
+    assert fingerprint(state) == old_fp
