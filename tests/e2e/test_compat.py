@@ -221,3 +221,46 @@ def test_an_s3_output_of_sluice_4ff1f38_resumes_and_then_names_its_output(sluice
     assert sorted(rows) == sorted(IMAGES + ("broken.jpg", "hubble.jpg"))
     assert all(len(v) == 1 for v in rows.values()), rows
     assert fingerprint(state) == old_fp
+
+
+def test_openai_samples_of_sluice_4ff1f38_are_told_to_go_on_with_split_samples(sluice, tmp_path):
+    """Before 2026-12-02 the openai engine drew --samples N with a request
+    per answer; now one request with "n" unless --split-samples, and the
+    two draw other answers, so the same command is refused: it must say
+    which flag resumes the folder, not only 'run the earlier command'."""
+    from openai_helpers import FakeServer, completion
+    out = old_folder(tmp_path, "old-4ff1f38-openai-samples")
+    old_fp = fingerprint(out)
+    old_parts = {p.name: p.read_bytes() for p in out.glob("part-*")}
+    shutil.copy(SAMPLES / "hubble.jpg", tmp_path / "in" / "hubble.jpg")
+
+    def caption(url, *args, output="out"):
+        return subprocess.run([str(sluice.binary), "caption", "in", "-o", output, "--engine", "openai",
+                               "--endpoint", url, "-n", "4", "--samples", "2", "--temperature", "0.8",
+                               "--shard-rows", "2", "--metrics-addr", "off", *args],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    with FakeServer(lambda h, n, body: completion(h)) as fake:
+        r = caption(fake.url)
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert ("(samples_drawn_by changed since): run the earlier command to resume it, choose "
+                "another -o, or pass --overwrite to start over (the earlier run drew each answer "
+                "with a request of its own, as every sluice before 2026-12-02 did: resume it with "
+                "--split-samples (openai.split_samples))") in r.stderr, r.stderr[-3000:]
+        assert fake.log == []
+        r = caption(fake.url, "--split-samples")
+        assert r.returncode == 3, r.stderr[-3000:]
+        assert "resuming: 4 inputs were already done by an earlier run" in r.stderr, r.stderr[-3000:]
+        assert len(fake.log) == 2  # hubble.jpg's two answers, a request each
+        # A folder of today drawn with "n" (each row fails here: the fake
+        # answers one choice) resumed with --split-samples: told the reverse.
+        caption(fake.url, output="today")
+        r = caption(fake.url, "--split-samples", output="today")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert ("(the earlier run drew a row's answers with one request with \"n\": resume it without "
+            "--split-samples)") in r.stderr, r.stderr[-3000:]
+    rows = lines_by_id(out)
+    assert sorted(rows) == sorted(IMAGES + ("broken.jpg", "hubble.jpg"))
+    assert all(len(v) == 2 for v in rows.values()), rows  # two answers an input, none more
+    assert {p: (out / p).read_bytes() for p in old_parts} == old_parts
+    assert fingerprint(out) == old_fp
