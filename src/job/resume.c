@@ -954,20 +954,34 @@ static sl_status check_resized(void *user, const sl_ledger_part *part)
     return st;
 }
 
-/* A run with one process resuming an MPI job's output, or the reverse,
- * differs in mpi_shards: "run the earlier command" alone does not say that
- * the number of ranks is the difference (one rank runs as one process). */
-static sl_status explain_mpi_shards(const job *j)
+/* What a refusal for other settings (sl_ledger_bind's message) says to
+ * change where "run the earlier command" alone does not: a run with one
+ * process resuming an MPI job's output, or the reverse, differs in
+ * mpi_shards (one rank runs as one process); an openai job whose --samples
+ * are drawn the other way differs in samples_drawn_by, and the earlier
+ * command may be this one: a sluice before 2026-12-02 drew each answer with
+ * a request of its own, as --split-samples does now. */
+static sl_status explain_refusal(const job *j)
 {
-    const char *why = sl_last_error();
-    if (!strstr(why, "mpi_shards"))
+    const char *why = sl_last_error(), *hint = NULL, *how = NULL;
+    if (strstr(why, "mpi_shards")) {
+        hint = j->dist ? "ran as one process" : "ran under MPI";
+        how = j->dist ? "resume it without mpirun, or with one rank"
+                      : "resume it with mpirun and more than one rank, any number";
+    } else if (strstr(why, "samples_drawn_by") && job_uses_openai(j->p) && j->p->sampling.n > 1 &&
+               j->p->n_choices == 0) {
+        bool shared = job_answers_share_seed(j->p);
+        hint = shared ? "drew each answer with a request of its own, as every sluice before "
+                        "2026-12-02 did"
+                      : "drew a row's answers with one request with \"n\"";
+        how = shared ? "resume it with --split-samples (openai.split_samples)"
+                     : "resume it without --split-samples";
+    }
+    if (!hint)
         return SL_ERR_EXISTS;
     char *copy = sl_strdup(why);
     sl_status st = sl_fail(SL_ERR_EXISTS, "%s (the earlier run %s: %s)",
-                           copy ? copy : "output holds rows of another kind of run",
-                           j->dist ? "ran as one process" : "ran under MPI",
-                           j->dist ? "resume it without mpirun, or with one rank"
-                                   : "resume it with mpirun and more than one rank, any number");
+                           copy ? copy : "output holds rows of another kind of run", hint, how);
     sl_free(copy);
     return st;
 }
@@ -1212,6 +1226,11 @@ static sl_status open_ledger(job *j)
      * has them (a llama folder of today, stages and --image-root in its
      * fingerprint when set) must not match a form without the stages,
      * which let such a folder without them be resumed with a stage. */
+    /* The forms that did not match are kept for a refusal's message: it
+     * names the keys of the nearest, not those an older sluice did not
+     * write (sl_ledger_bind_near). */
+    char *forms[4] = {NULL, NULL, NULL, NULL};
+    size_t n_forms = 0;
     for (int older = FP_BEFORE_KV_TYPES; fp && old && strcmp(fp, old) != 0 && older < 16;
          older += FP_AS_TYPED) {
         char *then = fingerprint(j, served_model_key | older);
@@ -1219,14 +1238,17 @@ static sl_status open_ledger(job *j)
             sl_free(fp);
             fp = then;
         } else {
-            sl_free(then);
+            forms[n_forms++] = then;
         }
     }
     sl_free(old);
     if (st == SL_OK && !fp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
     if (st == SL_OK)
-        st = sl_ledger_bind(j->ledger, fp, p->overwrite);
+        st = sl_ledger_bind_near(j->ledger, fp, (const char *const *)forms, n_forms,
+                                 p->overwrite);
+    for (size_t i = 0; i < n_forms; i++)
+        sl_free(forms[i]);
     /* After the bind, whose start over (--overwrite, or other settings
      * before any part) empties the meta table: recorded before it, the
      * owner was lost, and the next output given this state folder took
@@ -1234,7 +1256,7 @@ static sl_status open_ledger(job *j)
     if (st == SL_OK && j->remote)
         st = sl_ledger_meta_set(j->ledger, "output", j->remote);
     if (st == SL_ERR_EXISTS)
-        st = explain_mpi_shards(j);
+        st = explain_refusal(j);
     sl_free(fp);
     sl_ledger_info info;
     if (st == SL_OK)

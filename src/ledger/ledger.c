@@ -17,6 +17,7 @@
  * when it returns) and locking_mode=EXCLUSIVE (one run per output folder). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,19 +306,35 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out)
 
 /* --- fingerprint ------------------------------------------------------------------ */
 
+/* The next "key\tvalue" line of a fingerprint at *at (moved past it): its
+ * key and value, as pointers and lengths; false past the last. */
+static bool next_line(const char **at, const char **key, size_t *klen, const char **value,
+                      size_t *vlen)
+{
+    while (*at && **at) {
+        const char *line = *at, *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        const char *tab = memchr(line, '\t', n);
+        *at = nl ? nl + 1 : NULL;
+        if (tab) {
+            *key = line;
+            *klen = (size_t)(tab - line);
+            *value = tab + 1;
+            *vlen = n - *klen - 1;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The value of `key` in "key\tvalue" lines, as a pointer and length; NULL if absent. */
 static const char *find_key(const char *text, const char *key, size_t klen, size_t *vlen)
 {
-    for (const char *line = text; line && *line;) {
-        const char *nl = strchr(line, '\n');
-        size_t n = nl ? (size_t)(nl - line) : strlen(line);
-        const char *tab = memchr(line, '\t', n);
-        if (tab && (size_t)(tab - line) == klen && memcmp(line, key, klen) == 0) {
-            *vlen = n - klen - 1;
-            return tab + 1;
-        }
-        line = nl ? nl + 1 : NULL;
-    }
+    const char *k, *v;
+    size_t kl;
+    for (const char *at = text; next_line(&at, &k, &kl, &v, vlen);)
+        if (kl == klen && memcmp(k, key, klen) == 0)
+            return v;
     return NULL;
 }
 
@@ -331,26 +348,56 @@ static bool in_list(const char *list, const char *key)
     return false;
 }
 
+/* Whether the line `key` = `value` of one fingerprint differs in (or is
+ * missing from) `other`. */
+static bool line_differs(const char *key, size_t klen, const char *value, size_t vlen,
+                         const char *other)
+{
+    size_t olen = 0;
+    const char *o = find_key(other, key, klen, &olen);
+    return !o || olen != vlen || memcmp(o, value, vlen) != 0;
+}
+
 /* Appends to `out` the keys of `a` whose value differs in (or is missing from) `b`. */
 static void diff_keys(const char *a, const char *b, char *out, size_t cap)
 {
-    for (const char *line = a; line && *line;) {
-        const char *nl = strchr(line, '\n');
-        size_t n = nl ? (size_t)(nl - line) : strlen(line);
-        const char *tab = memchr(line, '\t', n);
-        if (tab) {
-            size_t klen = (size_t)(tab - line), vlen = 0;
-            const char *v = find_key(b, line, klen, &vlen);
-            char key[128];
-            snprintf(key, sizeof key, "%.*s", (int)(klen < 100 ? klen : 100), line);
-            bool differs = !v || vlen != n - klen - 1 || memcmp(v, tab + 1, vlen) != 0;
-            if (differs && !in_list(out, key)) {
-                size_t used = strlen(out);
-                snprintf(out + used, cap - used, "%s%s", used ? ", " : "", key);
-            }
+    const char *k, *v;
+    size_t klen, vlen;
+    for (const char *at = a; next_line(&at, &k, &klen, &v, &vlen);) {
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(klen < 100 ? klen : 100), k);
+        if (line_differs(k, klen, v, vlen, b) && !in_list(out, key)) {
+            size_t used = strlen(out);
+            snprintf(out + used, cap - used, "%s%s", used ? ", " : "", key);
         }
-        line = nl ? nl + 1 : NULL;
     }
+}
+
+/* How many keys differ between `a` and `b`: those whose values differ, and
+ * those one holds and the other does not (as diff_keys names them, uncut). */
+static size_t diff_count(const char *a, const char *b)
+{
+    size_t n = 0, vlen, olen;
+    const char *k, *v;
+    size_t klen;
+    for (const char *at = a; next_line(&at, &k, &klen, &v, &vlen);)
+        n += line_differs(k, klen, v, vlen, b);
+    for (const char *at = b; next_line(&at, &k, &klen, &v, &vlen);)
+        n += !find_key(a, k, klen, &olen); /* the keys a lacks; the others are counted */
+    return n;
+}
+
+/* Whether `old` may have been written in `form`, a form of `today` without
+ * some of its keys: it holds none of the keys the form lacks (a ledger
+ * holding one was written in a form that had it). */
+static bool form_fits(const char *today, const char *form, const char *old)
+{
+    const char *k, *v;
+    size_t klen, vlen, olen;
+    for (const char *at = today; next_line(&at, &k, &klen, &v, &vlen);)
+        if (!find_key(form, k, klen, &olen) && find_key(old, k, klen, &olen))
+            return false;
+    return true;
 }
 
 /* Parts recorded, pending or committed; -1 on error. */
@@ -365,6 +412,12 @@ static long count_parts(sl_ledger *l)
 }
 
 sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
+{
+    return sl_ledger_bind_near(l, fingerprint, NULL, 0, reset);
+}
+
+sl_status sl_ledger_bind_near(sl_ledger *l, const char *fingerprint, const char *const *forms,
+                              size_t n_forms, bool reset)
 {
     pthread_mutex_lock(&l->mu);
     sl_status st = SL_OK;
@@ -392,9 +445,24 @@ sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset)
                 if (st != SL_OK)
                     goto out;
             } else if (differs) {
+                /* Today's form unless an older one the ledger may have
+                 * been written in is nearer (fewer keys differ): the keys
+                 * an older sluice did not write are no change of the
+                 * user's. */
+                const char *near = fingerprint;
+                size_t fewest = diff_count(fingerprint, old);
+                for (size_t i = 0; i < n_forms; i++) {
+                    size_t n = forms[i] && form_fits(fingerprint, forms[i], old)
+                                   ? diff_count(forms[i], old)
+                                   : SIZE_MAX;
+                    if (n < fewest) {
+                        fewest = n;
+                        near = forms[i];
+                    }
+                }
                 char keys[512] = "";
-                diff_keys(fingerprint, old, keys, sizeof keys);
-                diff_keys(old, fingerprint, keys, sizeof keys);
+                diff_keys(near, old, keys, sizeof keys);
+                diff_keys(old, near, keys, sizeof keys);
                 st = sl_fail(SL_ERR_EXISTS,
                              "output %s'%s' holds rows made with other settings (%s "
                              "changed since): run the earlier command to resume it, choose "

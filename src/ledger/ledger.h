@@ -99,6 +99,14 @@ sl_status sl_ledger_open(const char *dir, bool overwrite, sl_ledger **out);
  * part first (the caller has removed their files) and stores the new one. */
 sl_status sl_ledger_bind(sl_ledger *l, const char *fingerprint, bool reset);
 
+/* sl_ledger_bind, where `fingerprint` may also be written in `n_forms` other
+ * `forms` (as older sluice versions wrote this job's): a refusal names the
+ * keys of whichever of them differs from the ledger's in the fewest, so a
+ * folder an older sluice wrote is told the settings changed since, not the
+ * keys that sluice did not write. Only `fingerprint` is ever stored. */
+sl_status sl_ledger_bind_near(sl_ledger *l, const char *fingerprint, const char *const *forms,
+                              size_t n_forms, bool reset);
+
 /* Facts about the run the caller records beside the fingerprint and checks
  * itself, outside it (the model an endpoint served, found only once the
  * engine is up: job/stage_engine.c). sl_ledger_meta_get() sets *value to the

@@ -232,6 +232,42 @@ static void other_settings_are_refused_unless_reset(void **state)
     tu_rmtree(dir);
 }
 
+/* A ledger an older sluice wrote lacks keys sluice writes today: a
+ * refusal names the keys of the form of the job nearest the ledger's, not
+ * the keys that sluice never wrote; a form without a key the ledger holds
+ * is not one it was written in. */
+static void a_refusal_names_the_keys_of_the_nearest_form(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_ledger *l;
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK); /* an older sluice's: no kv key */
+    commit_part(l, dir, "part-00000.jsonl", 0, "a.jpg");
+    const char *today = "prompt\t\"Other\"\nmax_tokens\t8\nkv\t\"f16\"\n";
+    const char *forms[] = {"prompt\t\"Other\"\nmax_tokens\t8\n", NULL};
+    assert_int_equal(sl_ledger_bind_near(l, today, forms, 2, false), SL_ERR_EXISTS);
+    assert_non_null(strstr(sl_last_error(), "(prompt changed since)"));
+    /* without the forms, today's keys: kv is named too */
+    assert_int_equal(sl_ledger_bind(l, today, false), SL_ERR_EXISTS);
+    assert_non_null(strstr(sl_last_error(), "(prompt, kv changed since)"));
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+
+    /* A ledger of today holds kv: a form without it is not its own, even
+     * where it differs in fewer keys (kv alone, not max_tokens and seed). */
+    dir = tu_tmpdir();
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, "prompt\t\"Describe\"\nkv\t\"f16\"\n", false), SL_OK);
+    commit_part(l, dir, "part-00000.jsonl", 0, "a.jpg");
+    const char *added = "prompt\t\"Describe\"\nmax_tokens\t8\nseed\t1\nkv\t\"f16\"\n";
+    const char *older[] = {"prompt\t\"Describe\"\n"};
+    assert_int_equal(sl_ledger_bind_near(l, added, older, 1, false), SL_ERR_EXISTS);
+    assert_non_null(strstr(sl_last_error(), "(max_tokens, seed changed since)"));
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+    (void)state;
+}
+
 /* The caller's facts beside the fingerprint (the model an endpoint
  * served): kept across runs, replaced when set again, forgotten with the
  * fingerprint; the ledger's own keys are read, never written. */
@@ -727,6 +763,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_commit_marks_rows_done),
+        cmocka_unit_test(a_refusal_names_the_keys_of_the_nearest_form),
         cmocka_unit_test(a_ledger_that_is_a_symlink_is_refused),
         cmocka_unit_test(a_ledger_link_put_after_the_check_is_not_followed),
         cmocka_unit_test(an_output_folder_that_is_a_link_is_taken),
