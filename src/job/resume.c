@@ -117,7 +117,19 @@ enum {
     /* without the KV cache types, before 2026-12-07: a folder written then
      * with a quantized cache resumes (unchecked for it, as it was) */
     FP_BEFORE_KV_TYPES = 8,
+    /* without the key fingerprint_form, before 2026-12-07 (later): every
+     * older form lacks it too */
+    FP_BEFORE_FORM = 16,
 };
+
+/* fingerprint_form: which keys today's fingerprint holds when their
+ * settings are set. A folder holding it was written with every key this
+ * sluice writes, so no older form (each without it) may match it: without
+ * it an openai or --dry-run folder of today (no KV cache types, the key
+ * that told the llama engine's apart) without stages matched the form
+ * before stages when resumed with a stage, and took it. Raised with each
+ * key added, whose FP_BEFORE_ form writes the number before. */
+enum { FINGERPRINT_FORM = 1 };
 
 /* What determines the rows' content, as "key\tJSON" lines; not how fast, how
  * the progress shows, or where parts are cut. `older` (FP_*) gives it as an
@@ -331,6 +343,8 @@ static char *fingerprint(const job *j, int older)
         fp_add(&t, "tasks", tasks);
         fp_add(&t, "rows_per_task", json_boolean(p->rows_per_task));
     }
+    if (!older)
+        fp_add(&t, "fingerprint_form", json_integer(FINGERPRINT_FORM));
     return t;
 }
 
@@ -1222,18 +1236,21 @@ static sl_status open_ledger(job *j)
     char *fp = st == SL_OK ? fingerprint(j, served_model_key) : NULL;
     /* An older sluice's fingerprint of the same job: that folder goes on
      * with it (paths as typed, no stages, --image-root or cache types).
-     * Each older form lacks the cache types, the last key added: one that
-     * has them (a llama folder of today, stages and --image-root in its
-     * fingerprint when set) must not match a form without the stages,
-     * which let such a folder without them be resumed with a stage. */
+     * Each older form lacks fingerprint_form: a folder of today, which has
+     * it, is never taken for an older one's (one without stages resumed
+     * with a stage matched the form before stages). */
     /* The forms that did not match are kept for a refusal's message: it
      * names the keys of the nearest, not those an older sluice did not
      * write (sl_ledger_bind_near). */
-    char *forms[4] = {NULL, NULL, NULL, NULL};
+    static const int older_forms[] = {
+        FP_BEFORE_FORM, /* 2026-12-07, before fingerprint_form */
+        FP_BEFORE_KV_TYPES, FP_BEFORE_KV_TYPES | FP_AS_TYPED, FP_BEFORE_KV_TYPES | FP_BEFORE_STAGES,
+        FP_BEFORE_KV_TYPES | FP_BEFORE_STAGES | FP_AS_TYPED};
+    enum { N_OLDER = sizeof older_forms / sizeof older_forms[0] };
+    char *forms[N_OLDER] = {NULL};
     size_t n_forms = 0;
-    for (int older = FP_BEFORE_KV_TYPES; fp && old && strcmp(fp, old) != 0 && older < 16;
-         older += FP_AS_TYPED) {
-        char *then = fingerprint(j, served_model_key | older);
+    for (size_t k = 0; fp && old && strcmp(fp, old) != 0 && k < N_OLDER; k++) {
+        char *then = fingerprint(j, served_model_key | older_forms[k]);
         if (then && strcmp(then, old) == 0) {
             sl_free(fp);
             fp = then;

@@ -1336,6 +1336,9 @@ def test_a_folder_of_a_sluice_that_kept_the_model_in_its_fingerprint_resumes(slu
         db = sqlite3.connect(out / "_sluice_ledger.sqlite")
         (fp,), = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'")
         assert "\nresponse_format\t" in fp and "served_model" not in fp
+        # (nor fingerprint_form, which came later)
+        assert fp.endswith("\nfingerprint_form\t1\n"), fp
+        fp = fp[:-len("fingerprint_form\t1\n")]
         db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'",
                    (fp.replace("\nresponse_format\t", "\nserved_model\tnull\nresponse_format\t"),))
         db.execute("DELETE FROM meta WHERE key = 'served_model'")

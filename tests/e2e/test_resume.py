@@ -323,13 +323,14 @@ def test_a_path_spelled_another_way_resumes(sluice, tmp_path):
 
     # A ledger of a sluice that kept paths as typed ("in/"): the same
     # command goes on; another spelling is still another job there. That
-    # sluice (2026-12-06) held no KV cache types either: a fingerprint
+    # sluice (2026-12-06) held no KV cache types (nor fingerprint_form) either: a fingerprint
     # with them is today's and matches only in full.
     import sqlite3
     db = sqlite3.connect(tmp_path / "out" / "_sluice_ledger.sqlite")
     (fp,) = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
-    lines = [line for line in fp.split("\n") if not line.startswith("kv_cache_types\t")]
-    assert len(lines) == len(fp.split("\n")) - 1, fp
+    lines = [line for line in fp.split("\n")
+             if not line.startswith(("kv_cache_types\t", "fingerprint_form\t"))]
+    assert len(lines) == len(fp.split("\n")) - 2, fp
     with db:
         db.execute("UPDATE meta SET value = replace(?, 'inputs	[\"in\"]', 'inputs	[\"in/\"]') "
                    "WHERE key = 'fingerprint'", ("\n".join(lines),))
