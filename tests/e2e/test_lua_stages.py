@@ -283,6 +283,25 @@ def test_stages_and_the_image_root_are_part_of_the_job(sluice, tmp_path):
     assert sorted(ids) == want, ids
 
 
+def as_an_older_sluice_wrote(out, keys) -> str:
+    """The ledger's fingerprint without the lines of `keys` (prefixes), as
+    a sluice before them wrote it; returns the fingerprint it had."""
+    import sqlite3
+    db = sqlite3.connect(out / "_sluice_ledger.sqlite")
+    (fp,), = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'")
+    older = "".join(line + "\n" for line in fp.splitlines() if not line.startswith(keys))
+    assert older != fp, fp
+    db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (older,))
+    db.commit()
+    db.close()
+    return fp
+
+
+def output_ids(out) -> list[str]:
+    return sorted(json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
+                  for line in part.read_text().splitlines())
+
+
 def test_a_folder_without_stages_is_refused_a_stage_on_every_engine(sluice, tmp_path):
     """A folder written without a stage, resumed with one, would hold rows
     with and without its column: refused naming stages. The llama engine's
@@ -291,7 +310,6 @@ def test_a_folder_without_stages_is_refused_a_stage_on_every_engine(sluice, tmp_
     sluice's) matched the older form without stages and took the stage
     (compat21's finding). A folder of the sluice before fingerprint_form
     (the key taken out) still resumes with the same command."""
-    import sqlite3
     flag, _, _ = flagged_list(tmp_path)
     out = tmp_path / "out"
     want = sorted(str(p.relative_to(SAMPLES)) for p in SAMPLES.rglob("*.jpg"))
@@ -304,26 +322,17 @@ def test_a_folder_without_stages_is_refused_a_stage_on_every_engine(sluice, tmp_
     r = run("--stage", flag)
     assert r.returncode == 2, r.stderr
     assert "(stages changed since)" in r.stderr, r.stderr
-    db = sqlite3.connect(out / "_sluice_ledger.sqlite")
-    (fp,), = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'")
-    lines = fp.splitlines()
-    assert lines.count("fingerprint_form\t1") == 1, fp
-    db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'",
-               ("".join(t + "\n" for t in lines if not t.startswith("fingerprint_form\t")),))
-    db.commit()
-    db.close()
+    fp = as_an_older_sluice_wrote(out, ("fingerprint_form\t",))
+    assert fp.splitlines().count("fingerprint_form\t1") == 1, fp
     r = run()
     assert r.returncode == 0, r.stderr
-    ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
-           for line in part.read_text().splitlines()]
-    assert sorted(ids) == want, ids
+    assert output_ids(out) == want
 
 
 def test_a_folder_written_before_stages_were_in_the_fingerprint_resumes(sluice, tmp_path):
     """A folder written with stages and --image-root by a sluice whose
     fingerprint held neither goes on with the same command (compared as it
     was), not refused for keys it never had."""
-    import sqlite3
     flag, listed, want = flagged_list(tmp_path)
     out = tmp_path / "out"
 
@@ -332,19 +341,11 @@ def test_a_folder_written_before_stages_were_in_the_fingerprint_resumes(sluice, 
                               "off", "--stage", flag, *limit)
 
     assert run("--limit", "2").returncode == 0
-    db = sqlite3.connect(out / "_sluice_ledger.sqlite")
-    (fp,), = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'")
-    older = "".join(line + "\n" for line in fp.splitlines()
-                    if not line.startswith(("stages\t", "image_root\t", "fingerprint_form\t")))
-    assert older != fp and "\nstages\t" in fp and "\nimage_root\t" in fp, fp
-    db.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (older,))
-    db.commit()
-    db.close()
+    fp = as_an_older_sluice_wrote(out, ("stages\t", "image_root\t", "fingerprint_form\t"))
+    assert "\nstages\t" in fp and "\nimage_root\t" in fp, fp
     r = run()
     assert r.returncode == 0, r.stderr
-    ids = [json.loads(line)["id"] for part in sorted(out.glob("part-*.jsonl"))
-           for line in part.read_text().splitlines()]
-    assert sorted(ids) == want, ids
+    assert output_ids(out) == want
 
 
 def camera_rows_fail(sluice, tmp_path, name, camera_line, more_yaml="", flags=(), log=None):
