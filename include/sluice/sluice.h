@@ -24,6 +24,11 @@ extern "C" {
  * the header's to catch a library other than the one it was compiled
  * against. A static string. */
 const char *sl_version(void);
+/* Which sources the library was built from: "git 322ea29c1a2b" (the
+ * commit, "-dirty" after it when tracked files had changes), a packager's
+ * -DSLUICE_BUILD_ID, or "unknown". A static string. Every build of one
+ * SL_VERSION says the same version; this tells them apart. */
+const char *sl_build_id(void);
 #ifdef __cplusplus
 }
 #endif

@@ -488,8 +488,8 @@ static void print_on_rank_0_alone(void)
 
 static void print_version(void)
 {
-    printf("sluice %s%s\nllama.cpp: %s\n", SL_VERSION, sl_dist_available() ? " (MPI)" : "",
-           sl_llama_version());
+    printf("sluice %s%s\nllama.cpp: %s\nbuild: %s\n", SL_VERSION,
+           sl_dist_available() ? " (MPI)" : "", sl_llama_version(), sl_build_id());
 }
 
 /* A wrong command line of `sluice NAME` (caption, batch): what, and where

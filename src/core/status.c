@@ -5,6 +5,7 @@
 #include "sluice/sluice.h"
 #include "core/error.h"
 #include "core/redact.h"
+#include "build_id.h" /* SL_BUILD_ID, written at every build (cmake/build_id.cmake) */
 
 /* Room for a message naming two long URLs and the cause after them: a
  * presigned URL with a session token passes 1.5 KB before its secrets are
@@ -76,3 +77,5 @@ sl_status sl_fail(sl_status status, const char *fmt, ...)
 }
 
 const char *sl_version(void) { return SL_VERSION; }
+
+const char *sl_build_id(void) { return SL_BUILD_ID; }

@@ -502,6 +502,15 @@ static void wnode_clear(wnode *n)
     sl_free(n->name);
 }
 
+/* The writer's name as the Parquet spec's created_by has it, "APP version
+ * VERSION (build BUILD)" (pyarrow and parquet-mr parse that form to tell
+ * which writer's known bugs to work around); sl_strdup'd. */
+static char *parquet_created_by(void)
+{
+    return sl_asprintf("sluice version " SL_VERSION " (build %s)", sl_build_id());
+}
+
+
 sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, size_t num_columns,
                             const sl_pq_writer_params *params, sl_pq_writer **out)
 {
@@ -539,7 +548,7 @@ sl_status sl_pq_writer_open(const char *path, const sl_pq_column_def *columns, s
     w->fd = -1;
     w->params = p;
     w->path = sl_strdup(path);
-    w->created_by = p.created_by ? sl_strdup(p.created_by) : sl_strdup("sluice version " SL_VERSION);
+    w->created_by = p.created_by ? sl_strdup(p.created_by) : parquet_created_by();
     w->tops = sl_calloc(num_columns, sizeof *w->tops);
     w->cols = sl_calloc(leaves, sizeof *w->cols);
     if (p.codec == SL_PQ_ZSTD)

@@ -206,6 +206,7 @@ static json_t *summary_json(const caption_report *r)
      * engine and which files (a dry run opens no model). */
     if (o) {
         json_object_set_new(o, "sluice_version", json_string(SL_VERSION));
+        json_object_set_new(o, "sluice_build", json_string(sl_build_id()));
         json_object_set_new(o, "engine", json_string(llama ? "llama" : "openai"));
         json_object_set_new(o, "llama_cpp", llama ? json_string(sl_llama_version()) : json_null());
         json_object_set_new(o, "model_files", llama && !s->dry_run ? model_files_json(&p->llama)

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import SAMPLES, TINY, sample_images
+from conftest import REPO, SAMPLES, TINY, sample_images
 
 QUIET = ("--max-tokens", "3", "--show", "0", "--metrics-addr", "off")
 
@@ -50,6 +50,21 @@ def test_the_summary_names_the_model_files_the_engine_and_the_version(sluice, sl
     assert s["llama_cpp"] == expected
     said = subprocess.run([str(sluice_bin), "--version"], capture_output=True, text=True).stdout
     assert said.splitlines()[1] == f"llama.cpp: {expected}", said
+    # Which sources: the commit git says the tree is at (a build of every
+    # commit said "0.1.0" alone), in --version, the summary and each
+    # Parquet part's created_by, as the spec's "APP version V (build B)".
+    build = said.splitlines()[2].removeprefix("build: ")
+    assert said.splitlines()[2].startswith("build: "), said
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+                          capture_output=True, text=True)
+    if head.returncode == 0:  # (a tree without .git says "unknown")
+        assert build in (f"git {head.stdout.strip()}", f"git {head.stdout.strip()}-dirty"), said
+    assert s["sluice_build"] == build
+    pq = pytest.importorskip("pyarrow.parquet")
+    r = sluice.caption(SAMPLES, tmp_path / "pq", *QUIET, "--format", "parquet")
+    assert r.returncode == 0, r.stderr
+    created = pq.ParquetFile(tmp_path / "pq" / "part-00000.parquet").metadata.created_by
+    assert created == f"sluice version {version} (build {build})", created
     # A dry run opens no model: no file is named as having made rows.
     dry = tmp_path / "dry"
     r = sluice.caption(SAMPLES, dry, *QUIET, "--dry-run")
