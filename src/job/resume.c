@@ -1167,6 +1167,43 @@ static sl_status check_state_owner(job *j)
     return st;
 }
 
+/* An older sluice's fingerprint with `system_prompt ""` and
+ * `chat_template ""` as null, or NULL when it holds neither: before
+ * 2026-12-05 an empty --system or --chat-template was taken (and kept as
+ * "") for what leaving the flag out means (no system message; the model's
+ * template), and is refused now, so such a folder could be resumed by no
+ * command. Not --prompt-column '': it named a column "", which no row
+ * has, where no flag reads the column "prompt". */
+static char *empty_as_null(const char *old)
+{
+    /* as today's form holds each without the flag: system_prompt null, no
+     * chat_template line */
+    static const struct { const char *key, *now; } keys[] = {{"system_prompt", "null"},
+                                                            {"chat_template", NULL}};
+    if (strstr(old, "\nfingerprint_form\t"))
+        return NULL; /* today's: "" cannot be given */
+    char *text = sl_strdup(old);
+    bool changed = false;
+    for (size_t i = 0; text && i < sizeof keys / sizeof keys[0]; i++) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "\n%s\t\"\"\n", keys[i].key);
+        char *at = strstr(text, line);
+        if (!at)
+            continue;
+        char *next = keys[i].now ? sl_asprintf("%.*s\n%s\t%s\n%s", (int)(at - text), text,
+                                               keys[i].key, keys[i].now, at + n)
+                                 : sl_asprintf("%.*s\n%s", (int)(at - text), text, at + n);
+        sl_free(text);
+        text = next;
+        changed = true;
+    }
+    if (!changed) {
+        sl_free(text);
+        return NULL;
+    }
+    return text;
+}
+
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
 static sl_status open_ledger(job *j)
@@ -1249,15 +1286,23 @@ static sl_status open_ledger(job *j)
     enum { N_OLDER = sizeof older_forms / sizeof older_forms[0] };
     char *forms[N_OLDER] = {NULL};
     size_t n_forms = 0;
+    char *old_empty_as_null = old ? empty_as_null(old) : NULL;
     for (size_t k = 0; fp && old && strcmp(fp, old) != 0 && k < N_OLDER; k++) {
         char *then = fingerprint(j, served_model_key | older_forms[k]);
-        if (then && strcmp(then, old) == 0) {
+        bool same = then && strcmp(then, old) == 0;
+        if (!same && then && old_empty_as_null && strcmp(then, old_empty_as_null) == 0) {
+            sl_free(then); /* the folder keeps the text it has */
+            then = sl_strdup(old);
+            same = then != NULL;
+        }
+        if (same) {
             sl_free(fp);
             fp = then;
         } else {
             forms[n_forms++] = then;
         }
     }
+    sl_free(old_empty_as_null);
     sl_free(old);
     if (st == SL_OK && !fp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);

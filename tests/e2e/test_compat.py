@@ -61,6 +61,21 @@ def lines_by_id(out: pathlib.Path) -> dict[str, list[str]]:
     return rows
 
 
+def went_on_with_hubble(r, out: pathlib.Path, old_parts: dict) -> dict[str, list[str]]:
+    """The resume `r` of a fixture's folder, with hubble.jpg added to in/,
+    went on: exit 3 (broken.jpg's failed row is still there), the four
+    inputs skipped, hubble.jpg answered once, the older parts byte for byte.
+    Returns the rows by id."""
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "resuming: 4 inputs were already done by an earlier run" in r.stderr, r.stderr[-3000:]
+    rows = lines_by_id(out)
+    assert sorted(rows) == sorted(IMAGES + ("broken.jpg", "hubble.jpg"))
+    assert all(len(v) == 1 for v in rows.values()), rows
+    assert json.loads(rows["hubble.jpg"][0])["error"] is None
+    assert {p: (out / p).read_bytes() for p in old_parts} == old_parts
+    return rows
+
+
 def test_a_folder_of_sluice_4ff1f38_resumes_and_refuses_naming_what_changed(sluice, tmp_path):
     out = old_folder(tmp_path, "old-4ff1f38-caption")
     old_fp = fingerprint(out)
@@ -79,13 +94,7 @@ def test_a_folder_of_sluice_4ff1f38_resumes_and_refuses_naming_what_changed(slui
     # The command that wrote it ("in/", as typed then) goes on: exit 3, as
     # the folder still holds its failed row (docs/output.md).
     r = caption("in/")
-    assert r.returncode == 3, r.stderr[-3000:]
-    assert "resuming: 4 inputs were already done by an earlier run" in r.stderr, r.stderr[-3000:]
-    rows = lines_by_id(out)
-    assert sorted(rows) == sorted(IMAGES + ("broken.jpg", "hubble.jpg"))
-    assert all(len(v) == 1 for v in rows.values()), rows
-    assert json.loads(rows["hubble.jpg"][0])["error"] is None
-    assert {p: (out / p).read_bytes() for p in old_parts} == old_parts
+    rows = went_on_with_hubble(r, out, old_parts)
     parts_then = [p.name for p in out.glob("part-*")]
 
     # Written before the KV cache types were in the fingerprint: other
@@ -115,6 +124,34 @@ def test_a_folder_of_sluice_4ff1f38_resumes_and_refuses_naming_what_changed(slui
         {k: v for k, v in rows.items() if k != "broken.jpg"}
     # The fingerprint stays as that sluice wrote it: it can still resume the folder.
     assert fingerprint(out) == old_fp
+
+
+def test_a_folder_begun_with_an_empty_system_and_template_resumes_without_them(sluice,
+                                                                               tmp_path):
+    """4ff1f38 took --system '' and --chat-template '' (kept as "" in the
+    fingerprint) for what leaving them out means now (no system message,
+    the model's template); both are refused now, and leaving them out was
+    "system_prompt, chat_template changed since": no command could resume
+    such a folder (doc22's finding). Now leaving them out goes on; a real
+    change is still refused."""
+    out = old_folder(tmp_path, "old-4ff1f38-empty-system")
+    old_fp = fingerprint(out)
+    assert '\nsystem_prompt\t""\n' in old_fp and '\nchat_template\t""\n' in old_fp, old_fp
+    old_parts = {p.name: p.read_bytes() for p in out.glob("part-*")}
+    shutil.copy(SAMPLES / "hubble.jpg", tmp_path / "in" / "hubble.jpg")
+
+    def caption(*args):
+        return subprocess.run([str(sluice.binary), "caption", "in/", "-o", "out", "--model",
+                               "models/tiny/model.gguf", "--mmproj", "models/tiny/mmproj.gguf",
+                               "-n", "4", "--shard-rows", "2", "--metrics-addr", "off", *args],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    r = caption("--system", "")
+    assert r.returncode == 2 and "--system" in r.stderr, r.stderr[-3000:]
+    went_on_with_hubble(caption(), out, old_parts)
+    assert fingerprint(out) == old_fp  # as that sluice wrote it
+    r = caption("--system", "Be brief.")
+    assert r.returncode == 2 and "system_prompt" in r.stderr, r.stderr[-3000:]
 
 
 def test_a_job_of_sluice_4748157_with_a_stage_resumes(sluice, tmp_path):
