@@ -255,8 +255,10 @@ static void warn_start_wait(const sl_dist *d, int waited)
         if (!missing) /* (every note came: the agreement ends at once) */
             return;
         sl_log(SL_LOG_ERROR, "rank 0 has waited %d s for %d rank%s to finish their start check: "
-               "%s: a rank that is stuck there (a hung mount) holds the job: end it and run the "
-               "same command again", waited, missing, missing == 1 ? "" : "s", names);
+               "%s: a rank that is stuck there (a hung mount), or that runs another sluice "
+               "build (every node must run the same one: `sluice --version`, its build line), "
+               "holds the job: end it and run the same command again", waited, missing,
+               missing == 1 ? "" : "s", names);
         return;
     }
     if (arrived(0) || (d->rank > 1 && arrived(d->rank - 1)))
@@ -265,8 +267,9 @@ static void warn_start_wait(const sl_dist *d, int waited)
         snprintf(names, sizeof names, " and rank %d", d->rank - 1);
     sl_log(SL_LOG_ERROR, "rank %d has waited %d s for the other ranks to finish their start "
            "check: rank 0 (it checks the output and opens its ledger there)%s ha%s not: a rank "
-           "that is stuck there (a hung mount) holds the job: end it and run the same command "
-           "again", d->rank, waited, names, d->rank > 1 ? "ve" : "s");
+           "that is stuck there (a hung mount), or that runs another sluice build (every node "
+           "must run the same one: `sluice --version`, its build line), holds the job: end it "
+           "and run the same command again", d->rank, waited, names, d->rank > 1 ? "ve" : "s");
 }
 
 /* The ranks' agreement on whether each can go on (st): SL_OK, or the
