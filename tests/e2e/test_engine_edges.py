@@ -341,3 +341,59 @@ def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, fou
     r = caption(tmp_path / "same")
     assert r.returncode == 0, r.stderr
     assert len(read_rows(tmp_path / "same")) == len(list(four.iterdir()))
+
+
+def test_no_simd_code_runs_before_the_cpu_check(sluice, four, tmp_path):
+    """The refusal above is only worth it if no code of libggml-cpu runs
+    before it: that code (ggml_cpu_init first, which the backend registry
+    calls the first time anything counts ggml's devices) is what would stop
+    on an illegal instruction. Here a preloaded ggml_cpu_init raises SIGILL
+    as an older CPU would: with the build's flags the run dies of it (the
+    stand-in is reached), and without avx2 each command is refused or runs
+    without it (a job file, a grammar and a JSON schema parsed, a batch, a
+    dry run, --version, config check). A guard: it passes; it fails when a
+    command counts the devices first (sl_llama_default_parallel)."""
+    have = native_flags()
+    if "avx2" not in have:
+        pytest.skip("this llama.cpp is not a GGML_NATIVE build on an AVX2 CPU")
+    if sanitized():
+        pytest.skip("ASan's runtime must be the first library: nothing may be preloaded")
+    shim = tmp_path / "ill.so"
+    (tmp_path / "ill.c").write_text("#include <signal.h>\n"
+                                    "void ggml_cpu_init(void) { raise(SIGILL); }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(tmp_path / "ill.c")],
+                   check=True, timeout=120)
+    env = dict(os.environ, LD_PRELOAD=str(shim), SLUICE_TEST_CPU_FLAGS=" ".join(have))
+    model = ["--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+             "--metrics-addr", "off", "-n", "4"]
+
+    def run(*args):
+        return subprocess.run([str(sluice.binary), *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = run("caption", four, "-o", tmp_path / "fits", *model)
+    assert r.returncode in (-4, 128 + 4), (r.returncode, r.stderr[-2000:])
+    env["SLUICE_TEST_CPU_FLAGS"] = " ".join(f for f in have if f != "avx2")
+    (tmp_path / "g.gbnf").write_text('root ::= "a" | "b"\n')
+    (tmp_path / "s.json").write_text('{"type": "object", "properties": {"a": {"type": "string"}}}')
+    (tmp_path / "job.yaml").write_text(
+        f"input:\n  paths: [{json.dumps(str(four))}]\n"
+        f"llama:\n  model: {json.dumps(str(TINY / 'model.gguf'))}\n"
+        f"  mmproj: {json.dumps(str(TINY / 'mmproj.gguf'))}\n  parallel: 0\n")
+    (tmp_path / "batch.jsonl").write_text(json.dumps(
+        {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}) + "\n")
+    refused = [("caption", four, "-o", tmp_path / "a", *model),
+               ("caption", four, "-o", tmp_path / "b", *model, "--grammar", tmp_path / "g.gbnf"),
+               ("caption", four, "-o", tmp_path / "c", *model, "--json-schema",
+                tmp_path / "s.json", "--parallel", "0", "--gpu-layers", "99"),
+               ("run", tmp_path / "job.yaml", "-o", tmp_path / "d", "--metrics-addr", "off"),
+               ("batch", tmp_path / "batch.jsonl", "-o", tmp_path / "e", "--model",
+                TINY / "model.gguf", "--metrics-addr", "off")]
+    for args in refused:
+        r = run(*args)
+        assert r.returncode == 2 and "which this CPU lacks" in r.stderr, (args, r.stderr[-2000:])
+    for args in [("caption", four, "-o", tmp_path / "f", *model, "--dry-run"), ("--version",),
+                 ("config", "check", tmp_path / "job.yaml", "-o", tmp_path / "g")]:
+        r = run(*args)
+        assert r.returncode == 0, (args, r.stderr[-2000:])
