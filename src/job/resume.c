@@ -1247,7 +1247,7 @@ static sl_status open_ledger(job *j)
         FP_BEFORE_KV_TYPES, FP_BEFORE_KV_TYPES | FP_AS_TYPED, FP_BEFORE_KV_TYPES | FP_BEFORE_STAGES,
         FP_BEFORE_KV_TYPES | FP_BEFORE_STAGES | FP_AS_TYPED};
     enum { N_OLDER = sizeof older_forms / sizeof older_forms[0] };
-    char *forms[N_OLDER] = {NULL};
+    char *forms[N_OLDER + 1] = {NULL};
     size_t n_forms = 0;
     for (size_t k = 0; fp && old && strcmp(fp, old) != 0 && k < N_OLDER; k++) {
         char *then = fingerprint(j, served_model_key | older_forms[k]);
@@ -1256,6 +1256,17 @@ static sl_status open_ledger(job *j)
             fp = then;
         } else {
             forms[n_forms++] = then;
+        }
+    }
+    /* No form of the served_model folder's matched: the bind refuses it,
+     * or, when it holds no part, takes the settings this run stores. Those
+     * are today's in full: stored in that older form (no fingerprint_form),
+     * the folder this run writes would be taken for an older sluice's. */
+    if (fp && old && served_model_key && strcmp(fp, old) != 0) {
+        char *today = fingerprint(j, 0);
+        if (today) {
+            forms[n_forms++] = fp; /* for the refusal's nearest form */
+            fp = today;
         }
     }
     sl_free(old);
