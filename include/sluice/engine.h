@@ -286,7 +286,9 @@ const char *sl_llama_version(void);
 
 /* The sequences a replica opened with these params will decode together
  * at most (n_parallel, or what 0 becomes: 4 on a CPU, up to 128 on a GPU),
- * without loading anything: for sizing the rows kept in flight for it. */
+ * without loading anything: for sizing the rows kept in flight for it.
+ * On a CPU sl_llama_cpu_check refuses, no GPU is looked for (that starts
+ * llama.cpp's CPU backend). */
 int sl_llama_default_parallel(const sl_llama_params *params);
 
 /* Bytes of KV cache one position of a sequence takes with the params'

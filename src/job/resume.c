@@ -1284,7 +1284,7 @@ static sl_status open_ledger(job *j)
         FP_BEFORE_KV_TYPES, FP_BEFORE_KV_TYPES | FP_AS_TYPED, FP_BEFORE_KV_TYPES | FP_BEFORE_STAGES,
         FP_BEFORE_KV_TYPES | FP_BEFORE_STAGES | FP_AS_TYPED};
     enum { N_OLDER = sizeof older_forms / sizeof older_forms[0] };
-    char *forms[N_OLDER] = {NULL};
+    char *forms[N_OLDER + 1] = {NULL};
     size_t n_forms = 0;
     char *old_empty_as_null = old ? empty_as_null(old) : NULL;
     for (size_t k = 0; fp && old && strcmp(fp, old) != 0 && k < N_OLDER; k++) {
@@ -1303,6 +1303,17 @@ static sl_status open_ledger(job *j)
         }
     }
     sl_free(old_empty_as_null);
+    /* No form of the served_model folder's matched: the bind refuses it,
+     * or, when it holds no part, takes the settings this run stores. Those
+     * are today's in full: stored in that older form (no fingerprint_form),
+     * the folder this run writes would be taken for an older sluice's. */
+    if (fp && old && served_model_key && strcmp(fp, old) != 0) {
+        char *today = fingerprint(j, 0);
+        if (today) {
+            forms[n_forms++] = fp; /* for the refusal's nearest form */
+            fp = today;
+        }
+    }
     sl_free(old);
     if (st == SL_OK && !fp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);

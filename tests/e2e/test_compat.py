@@ -301,3 +301,37 @@ def test_openai_samples_of_sluice_4ff1f38_are_told_to_go_on_with_split_samples(s
     assert all(len(v) == 2 for v in rows.values()), rows  # two answers an input, none more
     assert {p: (out / p).read_bytes() for p in old_parts} == old_parts
     assert fingerprint(out) == old_fp
+
+
+def test_an_openai_folder_of_sluice_4ff1f38_started_over_is_a_folder_of_today(sluice, tmp_path):
+    """A ledger whose fingerprint holds served_model (an openai folder of
+    4ff1f38) but no committed part takes the new settings when resumed
+    with other ones (sl_ledger_bind). It stored them in that older form,
+    without fingerprint_form: the folder, written wholly today, was then
+    taken for an older sluice's, and a stage added on its next resume was
+    taken (exit 0), as compat21's F2 did before fingerprint_form. Now it
+    stores today's fingerprint, and the stage is refused as for any folder
+    of today (exit 2, stages changed since)."""
+    out = old_folder(tmp_path, "old-4ff1f38-openai")
+    for f in out.glob("part-*"):
+        f.unlink()
+    with sqlite3.connect(out / "_sluice_ledger.sqlite") as db:  # as a run that failed to start
+        db.execute("DELETE FROM parts")
+        db.execute("DELETE FROM rows")
+    db.close()
+    (tmp_path / "in" / "broken.jpg").unlink()
+    (tmp_path / "keep.lua").write_text("function process(row) return row end\n")
+
+    def caption(*args):
+        return subprocess.run([str(sluice.binary), "caption", "in", "-o", "out", "--engine",
+                               "openai", "--endpoint", "http://127.0.0.1:9", "-n", "4",
+                               "--dry-run", "--metrics-addr", "off", *args],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    r = caption()
+    assert r.returncode == 0, r.stderr
+    assert "served_model" not in fingerprint(out)
+    assert "\nfingerprint_form\t" in fingerprint(out), fingerprint(out)
+    r = caption("--stage", "keep.lua")
+    assert r.returncode == 2, r.stderr
+    assert "(stages changed since)" in r.stderr, r.stderr

@@ -6,6 +6,7 @@ import os
 import pathlib
 import re
 import resource
+import shutil
 import subprocess
 
 import pytest
@@ -303,7 +304,8 @@ def native_flags() -> list[str]:
         return []
     line = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
                 if t.startswith("flags"))
-    simd = re.compile(r"pni|ssse3|sse4_1|sse4_2|avx|avx2|fma|f16c|bmi2|avx_vnni|avx512[a-z0-9_]*|"
+    simd = re.compile(r"pni|ssse3|sse4_1|sse4_2|avx|avx2|fma|f16c|bmi1|bmi2|abm|movbe|gfni|vaes|"
+                      r"vpclmulqdq|avx_vnni|avx512[a-z0-9_]*|"
                       r"amx_[a-z0-9]+")
     return [f for f in line.split(":", 1)[1].split() if simd.fullmatch(f)]
 
@@ -341,3 +343,95 @@ def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, fou
     r = caption(tmp_path / "same")
     assert r.returncode == 0, r.stderr
     assert len(read_rows(tmp_path / "same")) == len(list(four.iterdir()))
+
+
+# Instructions a compiler emits without intrinsics under -march=native, by
+# the /proc/cpuinfo flag of the extension each needs (Intel's SDM, AMD's APM).
+NEEDS_FLAG = {r"vgf2p8\w+": "gfni", r"vaes\w+": "vaes", r"vpclmul\w+": "vpclmulqdq",
+              r"lzcnt": "abm", r"(andn|bextr|blsi|blsmsk|blsr|tzcnt)": "bmi1",
+              r"(bzhi|mulx|pdep|pext|rorx|sarx|shlx|shrx)": "bmi2", r"movbe": "movbe",
+              r"vfmadd\w+": "fma", r"vcvtph2ps|vcvtps2ph": "f16c"}
+
+
+def test_the_cpu_check_names_every_extension_the_build_uses(sluice):
+    """What the check compares must cover every extension whose
+    instructions libggml-cpu holds, not only the AVX family: GCC's
+    -march=native code on an AVX-512 machine uses GFNI (vgf2p8affineqb for
+    vector byte shifts), BMI1 and LZCNT too, which the list left out, so a
+    CPU (or a VM) without GFNI passed the check and could stop on an
+    illegal instruction. The instructions are read with objdump from the
+    libggml-cpu sluice runs; each extension they need is in the build's
+    SL_LLAMA_CPU_FLAGS."""
+    have = native_flags()
+    if "avx2" not in have:
+        pytest.skip("this llama.cpp is not a GGML_NATIVE build on an AVX2 CPU")
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump is not installed")
+    header = pathlib.Path(sluice.binary).parent / "generated" / "llama_build.h"
+    if not header.is_file():
+        pytest.skip(f"{header} is not there (an installed sluice)")
+    built = re.search(r'SL_LLAMA_CPU_FLAGS "([^"]*)"', header.read_text()).group(1).split()
+    lib = next((pathlib.Path(os.environ["SLUICE_LLAMA_PREFIX"]) / "lib").glob("libggml-cpu.so*"))
+    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True,
+                          text=True, check=True, timeout=300).stdout
+    mnemonics = {m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:\s+(\S+)", text, re.M)}
+    needed = {flag: sorted(m for m in mnemonics if re.fullmatch(rx, m))
+              for rx, flag in NEEDS_FLAG.items()}
+    missing = {flag: used[:3] for flag, used in needed.items() if used and flag not in built}
+    assert not missing, (missing, built)
+
+
+def test_no_simd_code_runs_before_the_cpu_check(sluice, four, tmp_path):
+    """The refusal above is only worth it if no code of libggml-cpu runs
+    before it: that code (ggml_cpu_init first, which the backend registry
+    calls the first time anything counts ggml's devices) is what would stop
+    on an illegal instruction. Here a preloaded ggml_cpu_init raises SIGILL
+    as an older CPU would: with the build's flags the run dies of it (the
+    stand-in is reached), and without avx2 each command is refused or runs
+    without it (a job file, a grammar and a JSON schema parsed, a batch, a
+    dry run, --version, config check). A guard: it passes; it fails when a
+    command counts the devices first (sl_llama_default_parallel)."""
+    have = native_flags()
+    if "avx2" not in have:
+        pytest.skip("this llama.cpp is not a GGML_NATIVE build on an AVX2 CPU")
+    if sanitized():
+        pytest.skip("ASan's runtime must be the first library: nothing may be preloaded")
+    shim = tmp_path / "ill.so"
+    (tmp_path / "ill.c").write_text("#include <signal.h>\n"
+                                    "void ggml_cpu_init(void) { raise(SIGILL); }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(tmp_path / "ill.c")],
+                   check=True, timeout=120)
+    env = dict(os.environ, LD_PRELOAD=str(shim), SLUICE_TEST_CPU_FLAGS=" ".join(have))
+    model = ["--model", str(TINY / "model.gguf"), "--mmproj", str(TINY / "mmproj.gguf"),
+             "--metrics-addr", "off", "-n", "4"]
+
+    def run(*args):
+        return subprocess.run([str(sluice.binary), *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = run("caption", four, "-o", tmp_path / "fits", *model)
+    assert r.returncode in (-4, 128 + 4), (r.returncode, r.stderr[-2000:])
+    env["SLUICE_TEST_CPU_FLAGS"] = " ".join(f for f in have if f != "avx2")
+    (tmp_path / "g.gbnf").write_text('root ::= "a" | "b"\n')
+    (tmp_path / "s.json").write_text('{"type": "object", "properties": {"a": {"type": "string"}}}')
+    (tmp_path / "job.yaml").write_text(
+        f"input:\n  paths: [{json.dumps(str(four))}]\n"
+        f"llama:\n  model: {json.dumps(str(TINY / 'model.gguf'))}\n"
+        f"  mmproj: {json.dumps(str(TINY / 'mmproj.gguf'))}\n  parallel: 0\n")
+    (tmp_path / "batch.jsonl").write_text(json.dumps(
+        {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}) + "\n")
+    refused = [("caption", four, "-o", tmp_path / "a", *model),
+               ("caption", four, "-o", tmp_path / "b", *model, "--grammar", tmp_path / "g.gbnf"),
+               ("caption", four, "-o", tmp_path / "c", *model, "--json-schema",
+                tmp_path / "s.json", "--parallel", "0", "--gpu-layers", "99"),
+               ("run", tmp_path / "job.yaml", "-o", tmp_path / "d", "--metrics-addr", "off"),
+               ("batch", tmp_path / "batch.jsonl", "-o", tmp_path / "e", "--model",
+                TINY / "model.gguf", "--metrics-addr", "off")]
+    for args in refused:
+        r = run(*args)
+        assert r.returncode == 2 and "which this CPU lacks" in r.stderr, (args, r.stderr[-2000:])
+    for args in [("caption", four, "-o", tmp_path / "f", *model, "--dry-run"), ("--version",),
+                 ("config", "check", tmp_path / "job.yaml", "-o", tmp_path / "g")]:
+        r = run(*args)
+        assert r.returncode == 0, (args, r.stderr[-2000:])

@@ -178,3 +178,40 @@ def test_the_bundled_libraries_load_each_other_not_another_llama_cpp(node, tmp_p
             if line.split()[0] in sonames:
                 where = pathlib.Path(line.split("=>")[1].split("(")[0].strip()).resolve()
                 assert where.parent == own.resolve(), f"{obj.name}: {line.strip()}"
+
+
+@pytest.mark.parametrize("absolute", ["libdir", "includedir"])
+def test_sluice_pc_takes_an_absolute_install_dir_as_it_is(sluice_bin, llama_prefix, tmp_path,
+                                                          absolute):
+    """GNUInstallDirs takes an absolute CMAKE_INSTALL_LIBDIR or _INCLUDEDIR
+    (a distribution's -DCMAKE_INSTALL_LIBDIR=/usr/lib64): sluice.pc wrote
+    it after ${prefix} (libdir=${prefix}//usr/lib64) and, with an absolute
+    LIBDIR, counted its way up from its own place to a prefix that is not
+    the install's (includedir=/include). Only a configure is needed: the
+    file cmake --install copies is the build folder's sluice.pc, read here
+    from the place the install gives it (${LIBDIR}/pkgconfig)."""
+    for tool in ("cmake", "pkg-config"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    prefix = tmp_path / "prefix"
+    dirs = {"libdir": "lib", "includedir": "include"}
+    dirs[absolute] = str(tmp_path / "elsewhere" / absolute)
+    build = tmp_path / "build"
+    r = subprocess.run(["cmake", "-S", str(REPO), "-B", str(build),
+                        f"-DSLUICE_LLAMA_PREFIX={llama_prefix}",
+                        f"-DSLUICE_NANOARROW_PREFIX={nanoarrow_prefix(sluice_bin.parent)}",
+                        f"-DCMAKE_INSTALL_PREFIX={prefix}",
+                        f"-DCMAKE_INSTALL_LIBDIR={dirs['libdir']}",
+                        f"-DCMAKE_INSTALL_INCLUDEDIR={dirs['includedir']}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    expected = {k: os.path.join(prefix, v) for k, v in dirs.items()}  # an absolute v stays
+    pc_dir = pathlib.Path(expected["libdir"]) / "pkgconfig"
+    pc_dir.mkdir(parents=True)
+    shutil.copy(build / "sluice.pc", pc_dir / "sluice.pc")
+    for var in ("libdir", "includedir"):
+        r = subprocess.run(["pkg-config", f"--variable={var}", "sluice"],
+                           env=dict(os.environ, PKG_CONFIG_PATH=str(pc_dir)),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert os.path.normpath(r.stdout.strip()) == expected[var], (var, r.stdout)

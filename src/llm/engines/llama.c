@@ -3917,7 +3917,9 @@ static sl_status find_gpu(int index, ggml_backend_dev_t *out)
 /* Does the model run on a GPU (some layers offloaded to a GPU device)? */
 static bool uses_gpu(const sl_llama_params *p)
 {
-    if (p->n_gpu_layers == 0)
+    /* Counting the devices starts ggml's CPU backend (ggml_cpu_init), the
+     * code an unfit CPU cannot run: on one nothing loads anyway. */
+    if (p->n_gpu_layers == 0 || cpu_lacks()[0])
         return false;
     for (size_t i = 0; i < ggml_backend_dev_count(); i++)
         if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
