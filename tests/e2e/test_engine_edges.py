@@ -323,7 +323,7 @@ def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, fou
     lacking = [f for f in have if f not in ("avx2", "fma")]
     env = dict(os.environ, SLUICE_TEST_CPU_FLAGS=" ".join(lacking))
 
-    def caption(out, *extra):
+    def caption(out, *extra, env=env):
         return subprocess.run([str(sluice.binary), "caption", str(four), "-o", str(out),
                                "--model", str(TINY / "model.gguf"), "--mmproj",
                                str(TINY / "mmproj.gguf"), "-n", "4", "--metrics-addr", "off",
@@ -337,8 +337,14 @@ def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, fou
         r.stderr
     assert "SLUICE_TEST_CPU_FLAGS is set" in r.stderr, r.stderr
     assert not (tmp_path / "old").exists()
+    assert "SLUICE_CPU_CHECK=off skips this check" in r.stderr, r.stderr
     r = caption(tmp_path / "dry", "--dry-run")
     assert r.returncode == 0, r.stderr
+    # A kernel too old to list an extension the CPU has: the user turns
+    # the check off (said on stderr), and the run goes on (this CPU has them).
+    r = caption(tmp_path / "off", env=dict(env, SLUICE_CPU_CHECK="off"))
+    assert r.returncode == 0, r.stderr
+    assert "SLUICE_CPU_CHECK=off: this CPU is not checked" in r.stderr, r.stderr
     env["SLUICE_TEST_CPU_FLAGS"] = " ".join(have)
     r = caption(tmp_path / "same")
     assert r.returncode == 0, r.stderr
