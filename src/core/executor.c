@@ -816,7 +816,7 @@ sl_status sl_exec_create(const sl_exec_params *params, const sl_stage_def *defs,
     exec->stages = sl_calloc(n, sizeof *exec->stages);
     exec->n_stages = n;
     pthread_mutex_init(&exec->mu, NULL);
-    pthread_cond_init(&exec->cv, NULL);
+    sl_cond_init_monotonic(&exec->cv);
     pthread_mutex_init(&exec->budget_mu, NULL);
     pthread_cond_init(&exec->budget_cv, NULL);
     if (!exec->stages)
@@ -883,7 +883,7 @@ sl_status sl_exec_run(sl_exec *exec)
     pthread_mutex_lock(&exec->mu);
     while (exec->exited < exec->n_workers) {
         struct timespec ts;
-        sl_deadline_after(CLOCK_REALTIME, 20, &ts);
+        sl_deadline_after(20, &ts);
         pthread_cond_timedwait(&exec->cv, &exec->mu, &ts);
         int stops = atomic_load(&exec->stop_requests);
         if (exec->p.stop_requests && atomic_load(exec->p.stop_requests) > stops)

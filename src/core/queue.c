@@ -46,12 +46,8 @@ sl_queue *sl_queue_new(size_t capacity, uint64_t max_bytes, int producers, bool 
     q->producers = producers;
     q->ordered = ordered;
     pthread_mutex_init(&q->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->not_empty, &attr);
-    pthread_cond_init(&q->not_full, &attr);
-    pthread_condattr_destroy(&attr);
+    sl_cond_init_monotonic(&q->not_empty);
+    sl_cond_init_monotonic(&q->not_full);
     return q;
 }
 
@@ -190,7 +186,7 @@ size_t sl_queue_pop(sl_queue *q, sl_row **out, size_t max, bool wait, int flush_
     if (n > 0 && n < max && flush_ms > 0 && q->producers > 0) {
         /* A partial batch waits a little for company, then goes anyway. */
         struct timespec deadline;
-        sl_deadline_after(CLOCK_MONOTONIC, flush_ms, &deadline);
+        sl_deadline_after(flush_ms, &deadline);
         while (n < max && q->producers > 0 && !q->aborted) {
             pthread_cond_broadcast(&q->not_full); /* room we made lets producers refill */
             int rc = pthread_cond_timedwait(&q->not_empty, &q->mu, &deadline);

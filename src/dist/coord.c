@@ -123,7 +123,7 @@ coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, in
         return NULL;
     }
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->finished_cv, NULL);
+    sl_cond_init_monotonic(&c->finished_cv);
     c->ledger = ledger;
     c->first_part = first_part;
     c->n_ranks = n_ranks;
@@ -620,13 +620,7 @@ bool coord_wait_finished(coord *c, int timeout_ms, int *failed_rank, sl_status *
                          size_t cap)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    sl_deadline_after(timeout_ms, &until);
     pthread_mutex_lock(&c->mu);
     while (c->finished < c->n_ranks - 1)
         if (pthread_cond_timedwait(&c->finished_cv, &c->mu, &until) != 0)

@@ -104,7 +104,7 @@ static void *renew(void *arg)
     pthread_mutex_lock(&k->mu);
     while (!k->stop) {
         struct timespec at;
-        sl_deadline_after(CLOCK_REALTIME, k->lease_s * 1000 / 4, &at);
+        sl_deadline_after(k->lease_s * 1000 / 4, &at);
         pthread_cond_timedwait(&k->wake, &k->mu, &at);
         if (k->stop)
             break;
@@ -193,7 +193,7 @@ sl_status job_lock_bucket(job *j)
     if (!k)
         return sl_fail(SL_ERR_NOMEM, "out of memory locking '%s'", j->remote);
     pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->wake, NULL);
+    sl_cond_init_monotonic(&k->wake);
     k->s3 = s3;
     k->url = sl_asprintf("%s/%s", j->remote, LOCK_NAME);
     k->state_dir = sl_strdup(j->dir);

@@ -115,7 +115,7 @@ static void *progress_main(void *arg)
     pthread_mutex_lock(&pg->mu);
     while (!pg->done) {
         struct timespec ts;
-        sl_deadline_after(CLOCK_REALTIME, pg->p->progress_ms > 0 ? pg->p->progress_ms : 1000, &ts);
+        sl_deadline_after(pg->p->progress_ms > 0 ? pg->p->progress_ms : 1000, &ts);
         if (pthread_cond_timedwait(&pg->cv, &pg->mu, &ts) != 0 && !pg->done) {
             pthread_mutex_unlock(&pg->mu);
             progress_report(pg, false);
@@ -142,7 +142,7 @@ sl_status job_progress_start(const job *j, sl_exec *exec, job_progress **out)
                          .retry_kept = j->sum->rows_retry_kept,
                          .retry_seconds = j->sum->retry_seconds};
     pthread_mutex_init(&pg->mu, NULL);
-    pthread_cond_init(&pg->cv, NULL);
+    sl_cond_init_monotonic(&pg->cv);
     if (p->on_progress)
         pg->started = pthread_create(&pg->thread, NULL, progress_main, pg) == 0;
     return SL_OK;

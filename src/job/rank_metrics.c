@@ -17,7 +17,11 @@ static const struct {
     {"sluice_job_rank_rows_total", "Rows in the parts this rank committed", true},
     {"sluice_job_rank_rows_failed_total", "Failed rows in the parts this rank committed", true},
     {"sluice_job_rank_parts_total", "Parts this rank committed", true},
-    {"sluice_job_rank_shards_total", "Input shards rank 0 handed this rank", true},
+    /* a level, not a counter: a shard handed past the input's end before
+     * the end was known is taken back when it is (dist/coord.c), and a
+     * counter that goes down reads to Prometheus as a reset */
+    {"sluice_job_rank_shards", "Input shards rank 0 handed this rank that the input holds",
+     false},
     {"sluice_job_rank_generated_tokens_total", "Tokens generated for this rank's committed rows",
      true},
     {"sluice_job_rank_finished", "1 once this rank has finished its part of the job", false},
@@ -31,7 +35,8 @@ static const struct {
 } job_families[JV_COUNT] = {
     {"sluice_job_ranks", "Ranks in this MPI job", false},
     {"sluice_job_rows_total", "Rows in the parts every rank committed", true},
-    {"sluice_job_shards_handed_total", "Input shards rank 0 has handed out", true},
+    {"sluice_job_shards_handed", "Input shards rank 0 has handed out that the input holds",
+     false}, /* a level: as sluice_job_rank_shards */
     {"sluice_job_shards", "Input shards in the job (-1 until a rank reads to the end)", false},
 };
 

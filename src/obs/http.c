@@ -23,6 +23,7 @@
 #include <microhttpd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "obs/metrics_impl.h"
 
@@ -79,7 +80,7 @@ struct sl_metrics_server {
     size_t n_routes;
     unsigned logged;      /* messages shown */
     unsigned long hidden; /* messages not shown since the last one that was */
-    time_t last_log;      /* when the last one past the burst was shown */
+    double last_log;      /* sl_mono_s(): when the last one past the burst was shown */
     bool loopback;        /* bound to a loopback address: Host is checked */
     char *token;          /* set: every request must bring it (sl_metrics_server_start_token) */
     unsigned limit, per_address;
@@ -369,7 +370,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     sl_metrics_server *s = cls;
-    time_t now = time(NULL);
+    double now = sl_mono_s();
     unsigned long hidden = 0;
     pthread_mutex_lock(&s->mu);
     bool show = s->logged < LOG_BURST || now - s->last_log >= LOG_EVERY_S;

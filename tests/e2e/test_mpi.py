@@ -652,6 +652,36 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     assert re.search(r"^sluice_job_ranks 2$", prom_text, re.M)
 
 
+def test_the_jobs_shard_figures_are_gauges_of_the_shards_the_input_holds(mpi, tmp_path):
+    """sluice_job_shards_handed and sluice_job_rank_shards{rank} are levels,
+    not counters: a shard handed to a rank past the input's end, before the
+    end was known, is taken back when its rank reports the end (dist/coord.c),
+    and a counter that goes down reads to Prometheus as a reset. At the end
+    of the job both count the shards the input holds: ceil(inputs / shard
+    size), the ranks' figures summed included."""
+    import math
+    import re
+    inputs = tmp_path / "in"
+    n = sample_copies(inputs, 2)
+    out = tmp_path / "out"
+    r = subprocess.run(mpirun_args(2) + caption_args(mpi, inputs, out, "--input-shard-size", "3",
+                                                     "--shard-rows", "4", *ALONE),
+                       capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    prom_text = (out / "_metrics.prom").read_text()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", prom_text, re.M))
+    assert types.get("sluice_job_shards_handed") == "gauge", types
+    assert types.get("sluice_job_rank_shards") == "gauge", types
+    assert not [k for k in types if "shards" in k and k.endswith("_total")], types
+    shards = math.ceil(n / 3)
+    handed = re.search(r"^sluice_job_shards_handed (\S+)$", prom_text, re.M)
+    assert handed and float(handed.group(1)) == shards, prom_text
+    by_rank = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+        r'^sluice_job_rank_shards\{rank="(\d+)"\} (\S+)$', prom_text, re.M)}
+    assert sorted(by_rank) == [0, 1] and sum(by_rank.values()) == shards, by_rank
+    assert re.search(rf"^sluice_job_shards {shards}$", prom_text, re.M), prom_text
+
+
 AGENT = """#!/bin/sh
 # Open MPI's rsh agent for this test: `AGENT HOST COMMAND...` runs COMMAND in
 # the network namespace that holds HOST's address, as ssh would on HOST.

@@ -3071,10 +3071,7 @@ static void wait_held(llama_engine *e)
         return;
     }
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's clock */
-    double ns = (double)ts.tv_nsec + (until - t) * 1e6;
-    ts.tv_sec += (time_t)(ns / 1e9);
-    ts.tv_nsec = (long)fmod(ns, 1e9);
+    sl_deadline_after((long)ceil(until - t), &ts); /* rounded up: the hold has ended then */
     if (!e->stopping)
         pthread_cond_timedwait(&e->work_cv, &e->mu, &ts);
     pthread_mutex_unlock(&e->mu);
@@ -3522,7 +3519,7 @@ static sl_status llama_engine_poll(void *impl, sl_completion *out, size_t max, i
     pthread_mutex_lock(&e->mu);
     if (e->n_done == 0 && timeout_ms > 0) {
         struct timespec ts;
-        sl_deadline_after(CLOCK_REALTIME, timeout_ms, &ts);
+        sl_deadline_after(timeout_ms, &ts);
         while (e->n_done == 0)
             if (pthread_cond_timedwait(&e->done_cv, &e->mu, &ts) != 0)
                 break;
@@ -4319,8 +4316,8 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     if (!e)
         return sl_fail(SL_ERR_NOMEM, "out of memory loading '%s'", params->model_path);
     pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->work_cv, NULL);
-    pthread_cond_init(&e->done_cv, NULL);
+    sl_cond_init_monotonic(&e->work_cv);
+    sl_cond_init_monotonic(&e->done_cv);
     pthread_cond_init(&e->encoder_cv, NULL);
     pthread_mutex_init(&e->encoding_mu, NULL);
     pthread_cond_init(&e->encoding_cv, NULL);

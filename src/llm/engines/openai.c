@@ -1694,7 +1694,7 @@ static sl_status oa_poll(void *impl, sl_completion *out, size_t max, int timeout
     pthread_mutex_lock(&e->mu);
     if (e->n_done == 0 && !e->fatal && timeout_ms > 0) {
         struct timespec ts;
-        sl_deadline_after(CLOCK_REALTIME, timeout_ms, &ts);
+        sl_deadline_after(timeout_ms, &ts);
         while (e->n_done == 0 && !e->fatal)
             if (pthread_cond_timedwait(&e->done_cv, &e->mu, &ts) != 0)
                 break;
@@ -2188,7 +2188,7 @@ sl_status sl_engine_open_openai(const sl_openai_params *params, sl_engine **out)
     e->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)e;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->smu, NULL);
-    pthread_cond_init(&e->done_cv, NULL);
+    sl_cond_init_monotonic(&e->done_cv);
     e->n_eps = params->n_endpoints;
     e->eps = sl_calloc((size_t)e->n_eps, sizeof *e->eps);
     if (!e->eps)
