@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ struct state {
     pthread_mutex_t lock;
     pthread_cond_t first_row;
     int rows;                   /* rows written, both runs */
+    int run_ended;              /* the first run returned: the stopper waits no longer */
 };
 
 /* On the writer thread, in output order; the view is valid during the call. */
@@ -41,10 +43,12 @@ static void *stopper(void *arg)
 {
     struct state *s = arg;
     pthread_mutex_lock(&s->lock);
-    while (s->rows == 0)
+    while (s->rows == 0 && !s->run_ended)
         pthread_cond_wait(&s->first_row, &s->lock);
+    bool stop = !s->run_ended;
     pthread_mutex_unlock(&s->lock);
-    atomic_store(&s->stop, 1); /* 1: drain; 2 would abort the rows in flight */
+    if (stop)
+        atomic_store(&s->stop, 1); /* 1: drain; 2 would abort the rows in flight */
     return NULL;
 }
 
@@ -77,6 +81,12 @@ int main(int argc, char **argv)
         return 1;
     sl_caption_summary sum;
     sl_status st = sl_caption_run(&p, &sum);
+    /* A run that wrote no row (refused at its start, say) must not leave
+     * the stopper waiting for one: the join would never return. */
+    pthread_mutex_lock(&s.lock);
+    s.run_ended = 1;
+    pthread_cond_signal(&s.first_row);
+    pthread_mutex_unlock(&s.lock);
     pthread_join(t, NULL);
     printf("first run: %s, %ld rows\n", sl_status_name(st), sum.rows);
     if (st != SL_OK && st != SL_ERR_STOPPED) {

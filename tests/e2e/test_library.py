@@ -146,7 +146,16 @@ def test_caption_example_reports_a_corrupt_image_and_answers_the_rest(prefix, bi
 
 def test_stop_example_stops_from_a_thread_and_resumes(prefix, bin_dir, tmp_path):
     exe = build(prefix, EXAMPLES / "stop.c", bin_dir)
-    images = sorted(SAMPLES.glob("*.jpg"))
+    # Four copies of each sample JPEG (copies: one file named twice is
+    # refused): with six inputs, a first run on an idle machine once wrote
+    # all six before the stop, set from another thread after the first row,
+    # took effect (llama.cpp's two threads spin on both cores; a fresh
+    # clone's `make test`).
+    images = []
+    for k in range(4):
+        for p in sorted(SAMPLES.glob("*.jpg")):
+            images.append(tmp_path / f"{k}-{p.name}")
+            shutil.copyfile(p, images[-1])
     out = tmp_path / "out"
     r = subprocess.run([str(exe), str(TINY / "model.gguf"), str(TINY / "mmproj.gguf"), str(out),
                         *map(str, images)], capture_output=True, text=True, timeout=600)
@@ -160,6 +169,13 @@ def test_stop_example_stops_from_a_thread_and_resumes(prefix, bin_dir, tmp_path)
             for line in part.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == sorted(p.name for p in images)
     assert all(row["error"] is None for row in rows)
+    # A first run refused at its start (one file named twice) writes no
+    # row: the example's stopper thread, waiting for the first, hung its
+    # join before it was told the run had ended.
+    r = subprocess.run([str(exe), str(TINY / "model.gguf"), str(TINY / "mmproj.gguf"),
+                        str(tmp_path / "refused"), str(images[0]), str(images[0])],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "is named twice" in r.stderr, r.stdout + r.stderr
 
 
 def test_cxx_example_runs_a_job(prefix, bin_dir, tmp_path):
