@@ -1204,6 +1204,35 @@ static char *empty_as_null(const char *old)
     return text;
 }
 
+/* `form` (today's job in an older sluice's form, which did not match) as
+ * that sluice wrote it with --system '' and --chat-template '', where `old`
+ * holds them so: the refusal's comparison then names only what the user
+ * changed, not the two keys empty_as_null reads as left out. Consumes
+ * `form`; NULL on NOMEM. */
+static char *null_as_empty(char *form, const char *old)
+{
+    if (!form)
+        return NULL;
+    if (strstr(old, "\nsystem_prompt\t\"\"\n")) {
+        char *at = strstr(form, "\nsystem_prompt\tnull\n");
+        if (at) {
+            char *next = sl_asprintf("%.*s\nsystem_prompt\t\"\"\n%s", (int)(at - form), form,
+                                     at + strlen("\nsystem_prompt\tnull\n"));
+            sl_free(form);
+            if (!(form = next))
+                return NULL;
+        }
+    }
+    if (strstr(old, "\nchat_template\t\"\"\n") && !strstr(form, "\nchat_template\t")) {
+        size_t n = strlen(form);
+        char *next = sl_asprintf("%s%schat_template\t\"\"\n", form,
+                                 n && form[n - 1] != '\n' ? "\n" : "");
+        sl_free(form);
+        form = next;
+    }
+    return form;
+}
+
 /* Opens the output folder's ledger: starts over (--overwrite), or settles
  * what an earlier run left and finds where this one goes on. */
 static sl_status open_ledger(job *j)
@@ -1299,7 +1328,7 @@ static sl_status open_ledger(job *j)
             sl_free(fp);
             fp = then;
         } else {
-            forms[n_forms++] = then;
+            forms[n_forms++] = old_empty_as_null ? null_as_empty(then, old) : then;
         }
     }
     sl_free(old_empty_as_null);

@@ -151,7 +151,12 @@ def test_a_folder_begun_with_an_empty_system_and_template_resumes_without_them(s
     went_on_with_hubble(caption(), out, old_parts)
     assert fingerprint(out) == old_fp  # as that sluice wrote it
     r = caption("--system", "Be brief.")
-    assert r.returncode == 2 and "system_prompt" in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 2, r.stderr[-3000:]
+    # only what the user changed: the template left out is what '' meant
+    assert "(system_prompt changed since)" in r.stderr, r.stderr[-3000:]
+    r = caption("--chat-template", "chatml")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "(chat_template changed since)" in r.stderr, r.stderr[-3000:]
 
 
 def test_a_job_of_sluice_4748157_with_a_stage_resumes(sluice, tmp_path):
