@@ -60,9 +60,11 @@ void sl_source_item_clear(sl_source_item *item)
     sl_free(item->id);
     sl_free(item->path);
     sl_free(item->data);
+    sl_free(item->name);
     for (size_t i = 0; i < item->n_images; i++) {
         sl_free(item->images[i].path);
         sl_free(item->images[i].data);
+        sl_free(item->images[i].name);
     }
     sl_free(item->images);
     json_decref(item->extra);

@@ -99,6 +99,7 @@ typedef struct sl_source_image {
     char *path;      /* NULL when data is set */
     uint8_t *data;
     size_t len;
+    char *name;      /* with data: what messages call the bytes (see sl_source_item), or NULL */
 } sl_source_image;
 
 sl_source_params sl_source_default_params(void);
@@ -113,6 +114,8 @@ typedef struct sl_source_item {
     char *path;      /* file path or http(s) URL to read; NULL when data is set */
     uint8_t *data;   /* the encoded image, when the source holds it */
     size_t len;
+    char *name;      /* with data: where the bytes were, for messages ("FILE: member
+                        'KEY.jpg'", "FILE row N, column 'image'"), or NULL: the id */
     /* A list of images (1..SL_SOURCE_MAX_IMAGES, in order) in place of
      * path/data, which are then NULL: one row, its images sent together. */
     sl_source_image *images;

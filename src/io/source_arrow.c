@@ -1414,7 +1414,7 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             if ((uint64_t)b.size_bytes > r->p->max_item_bytes)
                 return sl_source_item_fail(one, "%s: the image is %lld bytes, over the limit of %zu", where,
                                            (long long)b.size_bytes, r->p->max_item_bytes);
-            if (!(one->data = sl_malloc((size_t)b.size_bytes)))
+            if (!(one->data = sl_malloc((size_t)b.size_bytes)) || !(one->name = sl_strdup(where)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
             memcpy(one->data, b.data.data, (size_t)b.size_bytes);
             one->len = (size_t)b.size_bytes;
@@ -1461,7 +1461,11 @@ static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
         snprintf(at, sizeof at, "%s, image %zu of %zu", where, k + 1, n);
         sl_source_item one = {0};
         sl_status st = one_image(r, s->children[0], v->children[0], lo + (int64_t)k, at, &one);
-        item->images[k] = (sl_source_image){one.path, one.data, one.len};
+        if (one.name) { /* the decode says which image; a message without one names the row */
+            sl_free(one.name);
+            one.name = sl_strdup(where);
+        }
+        item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
         if (st == SL_OK && one.error)
             st = sl_source_item_fail(item, "%s", one.error);
         sl_free(one.error);

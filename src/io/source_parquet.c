@@ -462,7 +462,8 @@ static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, 
             return sl_source_item_fail(item, "%s: image %zu of %zu is %zu bytes, over the limit of %zu", where,
                                        k + 1, n, len, r->p->max_item_bytes);
         if (len) {
-            if (!(item->images[k].data = sl_malloc(len)))
+            if (!(item->images[k].data = sl_malloc(len)) ||
+                !(item->images[k].name = sl_strdup(where))) /* the decode says which image */
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
             memcpy(item->images[k].data, bv->data + bv->offsets[e], len);
             item->images[k].len = len;
@@ -636,7 +637,9 @@ static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, in
             return sl_source_item_fail(item, "%s row %lld: '%s' is %zu bytes, over the limit of %zu",
                                        r->file, (long long)(r->base + i), bv->info->name, len,
                                        r->p->max_item_bytes);
-        if (!(item->data = sl_malloc(len)))
+        if (!(item->data = sl_malloc(len)) ||
+            !(item->name = sl_asprintf("%s row %lld, column '%s'", r->file,
+                                       (long long)(r->base + i), image_name)))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
         memcpy(item->data, bv->data + bv->offsets[i], len);
         item->len = len;
@@ -676,7 +679,7 @@ static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i
         sl_source_item one = {0};
         sl_status st = one_image(r, b, i, r->multi_bytes[k], r->multi_path[k], r->multi_names[k],
                                  &one);
-        item->images[k] = (sl_source_image){one.path, one.data, one.len};
+        item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
         if (st == SL_OK && one.error)
             st = sl_source_item_fail(item, "image %zu of %zu: %s", k + 1, r->n_multi, one.error);
         sl_free(one.error);

@@ -442,6 +442,13 @@ static bool is_member(struct archive_entry *e)
            archive_entry_hardlink(e);
 }
 
+/* What a decode error calls a member's bytes: the sample's id names the
+ * sample, not which of its members failed. */
+static char *member_called(const source_reader *r, const char *name)
+{
+    return sl_asprintf("%s: member '%s'", r->file, name);
+}
+
 /* Adds one member to the pending sample. */
 static sl_status add_member(source_reader *r, const char *name, const char *ext, uint8_t *data,
                             size_t len)
@@ -456,11 +463,16 @@ static sl_status add_member(source_reader *r, const char *name, const char *ext,
         if (!s->images && !(s->images = sl_calloc(r->n_columns, sizeof *s->images)))
             goto nomem;
         s->n_images = r->n_columns;
-        s->images[k] = (sl_source_image){NULL, data, len};
+        char *called = member_called(r, name);
+        if (!called)
+            goto nomem;
+        s->images[k] = (sl_source_image){NULL, data, len, called};
         return SL_OK;
     }
     if (!r->n_columns && is_image_ext(ext)) {
         if (!s->data) { /* the first image of a sample is its image */
+            if (!(s->name = member_called(r, name)))
+                goto nomem;
             s->data = data;
             s->len = len;
             return SL_OK;
@@ -513,6 +525,7 @@ static void take_columns(source_reader *r, sl_source_item *item)
     if (!item->error && r->n_columns == 1) { /* one named: the sample's image */
         item->data = item->images[0].data;
         item->len = item->images[0].len;
+        item->name = item->images[0].name;
         sl_free(item->images);
         item->images = NULL;
         item->n_images = 0;

@@ -57,6 +57,8 @@ typedef struct caption_row {
     char *path, *rel;         /* path: file or URL (NULL when data came with the row) */
     uint8_t *data;            /* the encoded image, while needed */
     size_t len;
+    char *data_name;          /* with data from the input (a tar member, a Parquet cell):
+                                 what messages call it (sl_source_item.name), or NULL */
     json_t *extra;            /* pass-through columns, or NULL */
     char *prompt;             /* this row's prompt, or NULL */
     bool task_prompts;        /* the job's tasks ask their own prompts: a row's is not used */

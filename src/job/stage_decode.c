@@ -254,7 +254,7 @@ static sl_status decode_video(job *j, sl_row *row, caption_row *r, const sl_vide
     sl_video_params vp = p->video;
     vp.image = p->image;
     sl_video *v = NULL;
-    const char *name = r->path ? r->path : r->rel;
+    const char *name = r->data_name ? r->data_name : r->path ? r->path : r->rel;
     sl_status st = io        ? sl_video_load_io(io, name, &vp, &v)
                    : r->data ? sl_video_decode(r->data, r->len, name, &vp, &v)
                              : sl_video_load_file(r->path, &vp, &v);
@@ -309,7 +309,7 @@ static sl_status decode_list_image(job *j, sl_row *row, caption_row *r, media_ro
         st = sl_fetch(s->path, &j->fetch, &fetched, &fetched_len);
     const uint8_t *d = s->data ? s->data : fetched;
     size_t len = s->data ? s->len : fetched_len;
-    const char *name = s->path ? s->path : r->rel;
+    const char *name = s->name ? s->name : s->path ? s->path : r->rel;
     local_peek pk = {0};
     if (st == SL_OK && !d)
         peek_local_file(s->path, &pk);
@@ -508,7 +508,8 @@ static void decode_row(job *j, sl_row *row)
         return;
     }
     if (st == SL_OK)
-        st = r->data ? sl_image_decode(r->data, r->len, r->path ? r->path : r->rel,
+        st = r->data ? sl_image_decode(r->data, r->len,
+                                       r->data_name ? r->data_name : r->path ? r->path : r->rel,
                                        &j->p->image, &r->image)
                      : load_local_image(r, r->path, &j->p->image, &r->image);
     if (r->data)

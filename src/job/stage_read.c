@@ -25,6 +25,7 @@ void job_row_free(void *data)
     sl_free(r->path);
     sl_free(r->rel);
     sl_free(r->data);
+    sl_free(r->data_name);
     json_decref(r->extra);
     sl_free(r->prompt);
     sl_image_free(r->image);
@@ -45,6 +46,7 @@ void job_row_free_list(caption_row *r)
     for (size_t i = 0; i < r->n_list; i++) {
         sl_free(r->list[i].path);
         sl_free(r->list[i].data);
+        sl_free(r->list[i].name);
     }
     sl_free(r->list);
     r->list = NULL;
@@ -55,7 +57,8 @@ size_t job_row_list_bytes(const caption_row *r)
 {
     size_t n = r->n_list * sizeof *r->list;
     for (size_t i = 0; i < r->n_list; i++)
-        n += (r->list[i].path ? strlen(r->list[i].path) + 1 : 0) + r->list[i].len;
+        n += (r->list[i].path ? strlen(r->list[i].path) + 1 : 0) + r->list[i].len +
+             (r->list[i].name ? strlen(r->list[i].name) + 1 : 0);
     return n;
 }
 
@@ -74,6 +77,7 @@ static bool copy_list(caption_row *c, const caption_row *r)
         const sl_source_image *s = &r->list[i];
         sl_source_image *d = &c->list[i];
         if ((s->path && !(d->path = sl_strdup(s->path))) ||
+            (s->name && !(d->name = sl_strdup(s->name))) ||
             (s->data && !(d->data = sl_malloc(s->len ? s->len : 1))))
             return false;
         if (s->data)
@@ -145,7 +149,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
      * gallery's thumbnail: none), so a field added later is copied unless
      * it is owned and named here. */
     *c = *r;
-    c->path = c->rel = c->prompt = NULL;
+    c->path = c->rel = c->prompt = c->data_name = NULL;
     c->data = c->jpeg = c->thumb = NULL;
     c->thumb_len = 0;
     c->extra = NULL;
@@ -165,6 +169,7 @@ caption_row *job_row_copy(const caption_row *r, size_t *bytes)
     c->root_len = root;
     bool ok = c->rel != NULL;
     ok = ok && (!r->path || (c->path = sl_strdup(r->path)));
+    ok = ok && (!r->data_name || (c->data_name = sl_strdup(r->data_name)));
     ok = ok && (!r->prompt || (c->prompt = sl_strdup(r->prompt)));
     ok = ok && (!r->extra || (c->extra = json_deep_copy(r->extra)));
     ok = ok && copy_bytes(&c->data, r->data, r->len, false);
@@ -375,6 +380,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     r->path = it.path;
     r->data = it.data;
     r->len = it.len;
+    r->data_name = it.name;
     r->extra = it.extra;
     r->prompt = it.prompt;
     r->list = it.images;
@@ -397,6 +403,7 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
     /* Pass-through columns are counted at a rough 256 bytes: they are small
      * next to the image bytes, which are counted exactly. */
     sl_row_set_bytes(row, sizeof *r + strlen(r->rel) + (r->path ? strlen(r->path) : 0) + r->len +
+                              (r->data_name ? strlen(r->data_name) : 0) +
                               (r->extra ? 256 * json_object_size(r->extra) : 0) +
                               (r->prompt ? strlen(r->prompt) : 0) + 2 + job_row_list_bytes(r) +
                               (r->batch ? r->batch->line_bytes : 0));

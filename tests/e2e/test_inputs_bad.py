@@ -694,3 +694,46 @@ def test_a_prompt_field_over_image_files_is_refused_at_the_start(sluice, tmp_pat
                                    ensure_ascii=False) + "\n", encoding="utf-8")
     r = dry(sluice, manifest, tmp_path / "out-manifest", "--prompt", "List them as {…}.")
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_bad_image_held_in_the_input_is_named_where_it_is(sluice, tmp_path):
+    """Image bytes held by the input (a tar member, a Parquet or Arrow cell)
+    that do not decode: the error named only the row id ('s.tar/a: not an
+    image'), not which member or column held them; with two images to a
+    sample, not which of them. Now the message names the member, or the
+    file, row and column, where a user would look."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    junk = b"\x00junk, no image format" * 10
+    (tmp_path / "s.tar").write_bytes(wds_shard([
+        ("a.jpg", junk), ("a.txt", b"caption"), ("b.png", JPEG),
+        ("c.left.jpg", JPEG), ("c.right.jpg", junk)]))
+    table = pa.table({"id": ["p0", "p1"], "image": pa.array([JPEG, junk], pa.binary()),
+                      "side": pa.array([junk, JPEG], pa.binary())})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as f:
+        with pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+
+    def errors(src, *flags):
+        out = tmp_path / f"out-{src}-{len(flags)}"
+        r = dry(sluice, tmp_path / src, out, *flags)
+        assert r.returncode == 3, r.stderr[-3000:]
+        return {k: v["error"] for k, v in rows_by_id(out).items() if v["error"]}
+
+    tar = str(tmp_path / "s.tar")
+    failed = errors("s.tar")
+    assert set(failed) == {"s.tar/a"}, failed  # c's first image is its image, and decodes
+    assert f"{tar}: member 'a.jpg': not an image" in failed["s.tar/a"], failed
+    failed = errors("s.tar", "--image-column", "left.jpg,right.jpg")
+    assert f"image 2 of 2: {tar}: member 'c.right.jpg': not an image" in failed["s.tar/c"], failed
+    for name in ("t.parquet", "t.arrow"):
+        path = str(tmp_path / name)
+        failed = errors(name, "--id-column", "id")
+        assert set(failed) == {"p1"}, failed
+        assert f"{path} row 1, column 'image': not an image" in failed["p1"], failed
+        if name == "t.parquet":  # several image columns: which one
+            failed = errors(name, "--id-column", "id", "--image-column", "image,side")
+            assert set(failed) == {"p0", "p1"}, failed
+            assert f"image 2 of 2: {path} row 0, column 'side': not an image" in failed["p0"]
+            assert f"image 1 of 2: {path} row 1, column 'image': not an image" in failed["p1"]
