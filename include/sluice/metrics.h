@@ -141,7 +141,9 @@ size_t sl_metrics_bucket_count(const sl_metrics_family *f); /* incl. +Inf */
  * scrape time (queue depths, bytes in flight, RSS); later updates through
  * the child are ignored. fn runs on the scraping thread while the registry
  * is locked: it must be thread-safe and must not call sl_metrics_* on the
- * same registry other than reading values. fn NULL restores normal values.
+ * same registry other than sl_metrics_value() on a child of another family
+ * (its own family's lock is held: reading one of its children deadlocks).
+ * fn NULL restores normal values.
  * SL_ERR_INVALID_ARG on a histogram child. */
 typedef double (*sl_metrics_value_fn)(void *user);
 sl_status sl_metrics_child_set_fn(sl_metrics_child *c, sl_metrics_value_fn fn, void *user);
