@@ -124,6 +124,15 @@ cp -a "$src"/include/*.h "$src"/ggml/include/*.h "$prefix/include/"
 cp -a "$src"/tools/mtmd/mtmd.h "$src"/tools/mtmd/mtmd-helper.h "$prefix/include/"
 cp -a "$root"/build/bin/*.so* "$prefix/lib/"
 cp -a "$root"/build/bin/llama-server "$root"/build/bin/llama-mtmd-cli "$prefix/bin/"
+# The CPU it was compiled on (GGML_NATIVE: -march=native), which sluice's
+# configure reads to refuse a CPU without its SIMD extensions: read here,
+# not where sluice is configured, since one cache (over NFS) may serve
+# nodes of other CPUs. Beside the stamp, not in it: the stamp is the cache
+# key, and a new text would rebuild every cached prefix. Empty where
+# /proc/cpuinfo names no flags (not x86): nothing to check then.
+if [ "$flavor" = cpu ]; then
+    { grep -m1 '^flags[[:space:]]*:' /proc/cpuinfo || true; } >"$prefix/.sluice-cpu-flags"
+fi
 echo "$stamp_text" >"$stamp"
 has_prefix "$prefix" || die "staged prefix $prefix is incomplete"
 say "done: $prefix"

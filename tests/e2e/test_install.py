@@ -15,6 +15,7 @@ example with -fsanitize)."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -215,3 +216,62 @@ def test_sluice_pc_takes_an_absolute_install_dir_as_it_is(sluice_bin, llama_pref
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert os.path.normpath(r.stdout.strip()) == expected[var], (var, r.stdout)
+
+
+def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags):
+    """sluice configured (only) against a stand-in for llama_prefix: a
+    folder of links to its files, beside a link to its build folder's
+    CMakeCache.txt (whether it is GGML_NATIVE) and to its sources, holding
+    cpu_flags as its .sluice-cpu-flags (none where None). The real prefix
+    is not touched. Returns (cmake's output, SL_LLAMA_CPU_FLAGS's words)."""
+    root = tmp_path / "llama"
+    prefix = root / "prefix"
+    for sub in ("include", "lib", "bin"):
+        (prefix / sub).mkdir(parents=True)
+        for f in (llama_prefix / sub).iterdir():
+            (prefix / sub / f.name).symlink_to(f)
+    (prefix / ".sluice-complete").symlink_to(llama_prefix / ".sluice-complete")
+    (root / "build").mkdir()
+    (root / "build" / "CMakeCache.txt").symlink_to(llama_prefix.parent / "build" / "CMakeCache.txt")
+    if (llama_prefix.parent / "src").is_dir():
+        (root / "src").symlink_to(llama_prefix.parent / "src")
+    if cpu_flags is not None:
+        (prefix / ".sluice-cpu-flags").write_text(cpu_flags)
+    build = tmp_path / "build"
+    r = subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DSLUICE_LLAMA_PREFIX={prefix}",
+                        f"-DSLUICE_NANOARROW_PREFIX={nanoarrow_prefix(sluice_bin.parent)}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    header = (build / "generated" / "llama_build.h").read_text()
+    return r.stdout + r.stderr, re.search(r'SL_LLAMA_CPU_FLAGS "([^"]*)"', header).group(1).split()
+
+
+def test_the_cpu_flags_are_the_compiling_machines_not_the_configuring_ones(sluice_bin,
+                                                                          llama_prefix, tmp_path):
+    """One ~/.cache/sluice shared over NFS by nodes of different CPUs: node
+    B configuring sluice wrote B's SIMD flags for the llama.cpp A compiled
+    (GGML_NATIVE), so a node like B passed the CPU check and could stop on
+    an illegal instruction. scripts/llama-cpp.sh now writes the compiling
+    machine's /proc/cpuinfo flags line into the prefix (.sluice-cpu-flags),
+    and the configure takes the build's flags from it: here a stand-in
+    naming avx512_fp16 and amx_tile, which this CPU lacks. A prefix built
+    before the file (none) falls back to this machine's flags, saying so."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    cache = llama_prefix.parent / "build" / "CMakeCache.txt"
+    if not (llama_prefix / ".sluice-complete").is_file() or not cache.is_file() or \
+            "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
+        pytest.skip(f"llama.cpp at {llama_prefix} is not scripts/llama-cpp.sh's GGML_NATIVE build")
+    here = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if t.startswith("flags")).split(":", 1)[1].split()
+    theirs = ["avx2", "avx512_fp16", "amx_tile"]
+    if all(f in here for f in theirs):
+        pytest.skip("this CPU has every flag of the stand-in")
+    # fpu, sse2 and lm: flags no GGML_NATIVE x86-64 build can do without, not checked
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "recorded",
+                                       "flags\t\t: fpu sse2 lm " + " ".join(theirs) + "\n")
+    assert flags == theirs, out
+    assert "has no .sluice-cpu-flags" not in out, out
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "older", None)
+    assert "has no .sluice-cpu-flags" in out and "this machine's SIMD flags are taken" in out, out
+    assert flags and set(flags) <= set(here), (flags, here)
