@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, TINY, interrupt_when_said, read_rows, sanitized
+from conftest import REPO, TINY, interrupt_when_said, read_rows, sanitized, simd_flags
 
 QWEN = REPO / "models" / "tiny-qwen"
 
@@ -296,18 +296,18 @@ def test_a_stop_cancels_loading_the_model(sluice, four, tmp_path):
 
 
 def native_flags() -> list[str]:
-    """The SIMD flags of this CPU that a GGML_NATIVE llama.cpp build may
-    use, as CMakeLists.txt picks them; [] where the llama.cpp sluice runs
-    was not built for this CPU (then sluice checks nothing)."""
-    cache = pathlib.Path(os.environ["SLUICE_LLAMA_PREFIX"]).parent / "build" / "CMakeCache.txt"
+    """The SIMD flags of the CPU that compiled the llama.cpp sluice runs
+    (its prefix's .sluice-cpu-flags, else this CPU's, as CMakeLists.txt
+    takes them) that a GGML_NATIVE build may use; [] where that llama.cpp
+    was not built for its CPU (then sluice checks nothing)."""
+    prefix = pathlib.Path(os.environ["SLUICE_LLAMA_PREFIX"])
+    cache = prefix.parent / "build" / "CMakeCache.txt"
     if not cache.exists() or "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
         return []
-    line = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-                if t.startswith("flags"))
-    simd = re.compile(r"pni|ssse3|sse4_1|sse4_2|avx|avx2|fma|f16c|bmi1|bmi2|abm|movbe|gfni|vaes|"
-                      r"vpclmulqdq|avx_vnni|avx512[a-z0-9_]*|"
-                      r"amx_[a-z0-9]+")
-    return [f for f in line.split(":", 1)[1].split() if simd.fullmatch(f)]
+    recorded = prefix / ".sluice-cpu-flags"
+    text = (recorded if recorded.is_file() else pathlib.Path("/proc/cpuinfo")).read_text()
+    line = next((t for t in text.splitlines() if t.startswith("flags")), "flags:")
+    return simd_flags(line.split(":", 1)[1].split())
 
 
 def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, four, tmp_path):

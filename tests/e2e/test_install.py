@@ -218,7 +218,17 @@ def test_sluice_pc_takes_an_absolute_install_dir_as_it_is(sluice_bin, llama_pref
         assert os.path.normpath(r.stdout.strip()) == expected[var], (var, r.stdout)
 
 
-def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags):
+def skip_unless_native_build(llama_prefix: pathlib.Path) -> None:
+    """Skips where sluice's configure records no CPU flags for llama_prefix."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    cache = llama_prefix.parent / "build" / "CMakeCache.txt"
+    if not (llama_prefix / ".sluice-complete").is_file() or not cache.is_file() or \
+            "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
+        pytest.skip(f"llama.cpp at {llama_prefix} is not scripts/llama-cpp.sh's GGML_NATIVE build")
+
+
+def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=REPO):
     """sluice configured (only) against a stand-in for llama_prefix: a
     folder of links to its files, beside a link to its build folder's
     CMakeCache.txt (whether it is GGML_NATIVE) and to its sources, holding
@@ -238,7 +248,7 @@ def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags):
     if cpu_flags is not None:
         (prefix / ".sluice-cpu-flags").write_text(cpu_flags)
     build = tmp_path / "build"
-    r = subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DSLUICE_LLAMA_PREFIX={prefix}",
+    r = subprocess.run(["cmake", "-S", str(source), "-B", str(build), f"-DSLUICE_LLAMA_PREFIX={prefix}",
                         f"-DSLUICE_NANOARROW_PREFIX={nanoarrow_prefix(sluice_bin.parent)}"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -256,12 +266,7 @@ def test_the_cpu_flags_are_the_compiling_machines_not_the_configuring_ones(sluic
     and the configure takes the build's flags from it: here a stand-in
     naming avx512_fp16 and amx_tile, which this CPU lacks. A prefix built
     before the file (none) falls back to this machine's flags, saying so."""
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
-    cache = llama_prefix.parent / "build" / "CMakeCache.txt"
-    if not (llama_prefix / ".sluice-complete").is_file() or not cache.is_file() or \
-            "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
-        pytest.skip(f"llama.cpp at {llama_prefix} is not scripts/llama-cpp.sh's GGML_NATIVE build")
+    skip_unless_native_build(llama_prefix)
     here = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
                 if t.startswith("flags")).split(":", 1)[1].split()
     theirs = ["avx2", "avx512_fp16", "amx_tile"]
@@ -275,3 +280,29 @@ def test_the_cpu_flags_are_the_compiling_machines_not_the_configuring_ones(sluic
     out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "older", None)
     assert "has no .sluice-cpu-flags" in out and "this machine's SIMD flags are taken" in out, out
     assert flags and set(flags) <= set(here), (flags, here)
+
+
+def test_the_simd_flags_checked_are_cmake_llama_simd_flags_txts(sluice_bin, llama_prefix,
+                                                                tmp_path):
+    """Which /proc/cpuinfo flags count as SIMD extensions was a regular
+    expression in CMakeLists.txt and a copy of it in test_engine_edges,
+    free to drift apart. Both read cmake/llama_simd_flags.txt now: a
+    source tree whose list also names sse2 (links to this one's files, the
+    list a copy) checks sse2 too, and this one's does not."""
+    skip_unless_native_build(llama_prefix)
+    source = tmp_path / "source"
+    source.mkdir()
+    for f in REPO.iterdir():
+        if f.name not in ("cmake", "build", ".git"):
+            (source / f.name).symlink_to(f)
+    (source / "cmake").mkdir()
+    for f in (REPO / "cmake").iterdir():
+        if f.name != "llama_simd_flags.txt":
+            (source / "cmake" / f.name).symlink_to(f)
+    listed = (REPO / "cmake" / "llama_simd_flags.txt").read_text()
+    (source / "cmake" / "llama_simd_flags.txt").write_text(listed + "sse2\n")
+    line = "flags\t\t: fpu sse2 lm avx2 avx512_fp16\n"
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "more", line, source)
+    assert flags == ["sse2", "avx2", "avx512_fp16"], out
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "this", line)
+    assert flags == ["avx2", "avx512_fp16"], out
