@@ -104,6 +104,25 @@ if [ "$flavor" = cuda ]; then
     minutes="about 45 per architecture"
 fi
 
+# The CPU this build compiles for (GGML_NATIVE: -march=native), which
+# sluice's configure reads from the prefix to refuse a CPU without its SIMD
+# extensions: this machine's, not the one that configures sluice (a cache
+# shared over NFS by nodes of other CPUs). A build folder another CPU
+# compiled into (a stamp removed on another node) is removed first: cmake
+# would keep its objects (the flags' text, -march=native, is the same)
+# and the prefix would name this CPU for that one's code. Empty where
+# /proc/cpuinfo names no flags (not x86): nothing to check then.
+if [ "$flavor" = cpu ]; then
+    cpu_flags=$(grep -m1 '^flags[[:space:]]*:' /proc/cpuinfo || true)
+    if [ -f "$root/build/.sluice-cpu-flags" ] &&
+       [ "$(cat "$root/build/.sluice-cpu-flags")" != "$cpu_flags" ]; then
+        say "$root/build was compiled on a CPU with other flags: removing it to compile for this one"
+        rm -rf "$root/build"
+    fi
+    mkdir -p "$root/build"
+    printf '%s\n' "$cpu_flags" >"$root/build/.sluice-cpu-flags"
+fi
+
 say "configuring ($flavor) in $root/build"
 cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=ON "${cuda_flags[@]}" \
@@ -124,14 +143,10 @@ cp -a "$src"/include/*.h "$src"/ggml/include/*.h "$prefix/include/"
 cp -a "$src"/tools/mtmd/mtmd.h "$src"/tools/mtmd/mtmd-helper.h "$prefix/include/"
 cp -a "$root"/build/bin/*.so* "$prefix/lib/"
 cp -a "$root"/build/bin/llama-server "$root"/build/bin/llama-mtmd-cli "$prefix/bin/"
-# The CPU it was compiled on (GGML_NATIVE: -march=native), which sluice's
-# configure reads to refuse a CPU without its SIMD extensions: read here,
-# not where sluice is configured, since one cache (over NFS) may serve
-# nodes of other CPUs. Beside the stamp, not in it: the stamp is the cache
-# key, and a new text would rebuild every cached prefix. Empty where
-# /proc/cpuinfo names no flags (not x86): nothing to check then.
+# Beside the stamp, not in it: the stamp is the cache key, and a new text
+# would rebuild every cached prefix.
 if [ "$flavor" = cpu ]; then
-    { grep -m1 '^flags[[:space:]]*:' /proc/cpuinfo || true; } >"$prefix/.sluice-cpu-flags"
+    cp "$root/build/.sluice-cpu-flags" "$prefix/.sluice-cpu-flags"
 fi
 echo "$stamp_text" >"$stamp"
 has_prefix "$prefix" || die "staged prefix $prefix is incomplete"

@@ -306,3 +306,75 @@ def test_the_simd_flags_checked_are_cmake_llama_simd_flags_txts(sluice_bin, llam
     assert flags == ["sse2", "avx2", "avx512_fp16"], out
     out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "this", line)
     assert flags == ["avx2", "avx512_fp16"], out
+
+
+FAKE_CMAKE = """#!/bin/sh
+# scripts/llama-cpp.sh's cmake, as a test's: a configure makes the build
+# folder, a build puts what the script stages there and notes it compiled.
+build=
+while [ $# -gt 0 ]; do
+    case $1 in -B|--build) build=$2; shift;; esac
+    shift
+done
+mkdir -p "$build/bin"
+touch "$build/bin/libllama.so" "$build/bin/libmtmd.so" "$build/objects-of-this-run"
+printf '#!/bin/sh\\n' >"$build/bin/llama-server"
+cp "$build/bin/llama-server" "$build/bin/llama-mtmd-cli"
+chmod +x "$build/bin/llama-server" "$build/bin/llama-mtmd-cli"
+"""
+
+
+def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
+    """scripts/llama-cpp.sh writes the /proc/cpuinfo flags line of the
+    machine that compiles llama.cpp (GGML_NATIVE) into the prefix, where
+    sluice's configure reads it (test above). A build folder another CPU
+    compiled into (its .sluice-cpu-flags names other flags: a stamp
+    removed on another node of a shared cache) is removed first, since
+    cmake keeps its objects, compiled for that CPU, under this one's name;
+    one of this CPU's is built on. Run with a stand-in cmake and sources
+    (no compiler runs), the pinned sdist linked from the real cache."""
+    versions = (REPO / "scripts" / "versions.sh").read_text()
+    version = re.search(r"^LLAMA_CPP_PYTHON_VERSION=(\S+)", versions, re.M).group(1)
+    sdist = llama_prefix.parent / f"llama_cpp_python-{version}.tar.gz"
+    if not sdist.is_file():
+        pytest.skip(f"no {sdist}: the pinned sdist is not in the cache")
+    root = tmp_path / "cache" / "llama.cpp" / f"{version}-cpu"
+    src = root / "src"
+    for header in ("include/llama.h", "ggml/include/ggml.h", "tools/mtmd/mtmd.h",
+                   "tools/mtmd/mtmd-helper.h", "CMakeLists.txt"):
+        (src / header).parent.mkdir(parents=True, exist_ok=True)
+        (src / header).write_text("")
+    (root / sdist.name).symlink_to(sdist)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "cmake").write_text(FAKE_CMAKE)
+    (tmp_path / "bin" / "cmake").chmod(0o755)
+    (tmp_path / "pc").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_LLAMA", "PKG_CONFIG"))}
+    env.update(SLUICE_CACHE=str(tmp_path / "cache"), SLUICE_JOBS="1",
+               PKG_CONFIG_LIBDIR=str(tmp_path / "pc"),  # no system llama.cpp
+               PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    here = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if t.startswith("flags"))
+    (root / "build").mkdir()
+    (root / "build" / ".sluice-cpu-flags").write_text("flags\t\t: fpu\n")
+    (root / "build" / "objects-of-another-cpu").write_text("")
+
+    def script():
+        r = subprocess.run(["bash", str(REPO / "scripts" / "llama-cpp.sh")], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == str(root / "prefix"), r.stdout
+        return r
+
+    r = script()
+    assert "compiled on a CPU with other flags: removing it" in r.stderr, r.stderr
+    assert not (root / "build" / "objects-of-another-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    assert (root / "prefix" / ".sluice-complete").read_text() == f"llama-cpp-python {version} (cpu)\n"
+    # a rebuild on this CPU (the stamp removed) keeps its folder
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / "objects-of-this-run").rename(root / "build" / "objects-of-this-cpu")
+    r = script()
+    assert "removing it" not in r.stderr, r.stderr
+    assert (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
