@@ -228,12 +228,14 @@ def skip_unless_native_build(llama_prefix: pathlib.Path) -> None:
         pytest.skip(f"llama.cpp at {llama_prefix} is not scripts/llama-cpp.sh's GGML_NATIVE build")
 
 
-def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=REPO):
+def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=REPO,
+                          linked=False):
     """sluice configured (only) against a stand-in for llama_prefix: a
     folder of links to its files, beside a link to its build folder's
     CMakeCache.txt (whether it is GGML_NATIVE) and to its sources, holding
     cpu_flags as its .sluice-cpu-flags (none where None). The real prefix
-    is not touched. Returns (cmake's output, SL_LLAMA_CPU_FLAGS's words)."""
+    is not touched; linked: named to cmake by a symbolic link to it.
+    Returns (cmake's output, SL_LLAMA_CPU_FLAGS's words)."""
     root = tmp_path / "llama"
     prefix = root / "prefix"
     for sub in ("include", "lib", "bin"):
@@ -247,6 +249,9 @@ def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=
         (root / "src").symlink_to(llama_prefix.parent / "src")
     if cpu_flags is not None:
         (prefix / ".sluice-cpu-flags").write_text(cpu_flags)
+    if linked:
+        (tmp_path / "linked").symlink_to(prefix)
+        prefix = tmp_path / "linked"
     build = tmp_path / "build"
     r = subprocess.run(["cmake", "-S", str(source), "-B", str(build), f"-DSLUICE_LLAMA_PREFIX={prefix}",
                         f"-DSLUICE_NANOARROW_PREFIX={nanoarrow_prefix(sluice_bin.parent)}"],
@@ -272,9 +277,12 @@ def test_the_cpu_flags_are_the_compiling_machines_not_the_configuring_ones(sluic
     theirs = ["avx2", "avx512_fp16", "amx_tile"]
     if all(f in here for f in theirs):
         pytest.skip("this CPU has every flag of the stand-in")
-    # fpu, sse2 and lm: flags no GGML_NATIVE x86-64 build can do without, not checked
+    # fpu, sse2 and lm: flags no GGML_NATIVE x86-64 build can do without, not checked.
+    # The prefix named through a link (its build folder and file are the
+    # target's neighbours, as for the script's cache linked elsewhere).
     out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "recorded",
-                                       "flags\t\t: fpu sse2 lm " + " ".join(theirs) + "\n")
+                                       "flags\t\t: fpu sse2 lm " + " ".join(theirs) + "\n",
+                                       linked=True)
     assert flags == theirs, out
     assert "has no .sluice-cpu-flags" not in out, out
     out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "older", None)
