@@ -7,7 +7,9 @@
 # (pkg-config 'llama' plus mtmd.h and the two programs); otherwise build the
 # llama.cpp carried by the pinned llama-cpp-python sdist into
 #   ${SLUICE_CACHE:-~/.cache/sluice}/llama.cpp/<version>-<cpu|cuda>/prefix
-# A complete prefix (stamp file present) is reused as is.
+# A complete prefix (stamp file present) is reused as is. A CPU build's
+# prefix also holds .sluice-cpu-flags, the /proc/cpuinfo flags line of the
+# machine that compiled it (GGML_NATIVE), which sluice's configure reads.
 #
 # Options (environment): SLUICE_LLAMA_CUDA=1 builds with CUDA;
 # SLUICE_CUDA_ARCHS the GPU architectures (default "80;90": A100, H100/H200;
