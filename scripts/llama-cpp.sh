@@ -7,7 +7,9 @@
 # (pkg-config 'llama' plus mtmd.h and the two programs); otherwise build the
 # llama.cpp carried by the pinned llama-cpp-python sdist into
 #   ${SLUICE_CACHE:-~/.cache/sluice}/llama.cpp/<version>-<cpu|cuda>/prefix
-# A complete prefix (stamp file present) is reused as is.
+# A complete prefix (stamp file present) is reused as is. A CPU build's
+# prefix also holds .sluice-cpu-flags, the /proc/cpuinfo flags line of the
+# machine that compiled it (GGML_NATIVE), which sluice's configure reads.
 #
 # Options (environment): SLUICE_LLAMA_CUDA=1 builds with CUDA;
 # SLUICE_CUDA_ARCHS the GPU architectures (default "80;90": A100, H100/H200;
@@ -104,6 +106,25 @@ if [ "$flavor" = cuda ]; then
     minutes="about 45 per architecture"
 fi
 
+# The CPU this build compiles for (GGML_NATIVE: -march=native), which
+# sluice's configure reads from the prefix to refuse a CPU without its SIMD
+# extensions: this machine's, not the one that configures sluice (a cache
+# shared over NFS by nodes of other CPUs). A build folder another CPU
+# compiled into (a stamp removed on another node) is removed first: cmake
+# would keep its objects (the flags' text, -march=native, is the same)
+# and the prefix would name this CPU for that one's code. Empty where
+# /proc/cpuinfo names no flags (not x86): nothing to check then.
+if [ "$flavor" = cpu ]; then
+    cpu_flags=$(grep -m1 '^flags[[:space:]]*:' /proc/cpuinfo || true)
+    if [ -f "$root/build/.sluice-cpu-flags" ] &&
+       [ "$(cat "$root/build/.sluice-cpu-flags")" != "$cpu_flags" ]; then
+        say "$root/build was compiled on a CPU with other flags: removing it to compile for this one"
+        rm -rf "$root/build"
+    fi
+    mkdir -p "$root/build"
+    printf '%s\n' "$cpu_flags" >"$root/build/.sluice-cpu-flags"
+fi
+
 say "configuring ($flavor) in $root/build"
 cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=ON "${cuda_flags[@]}" \
@@ -124,6 +145,11 @@ cp -a "$src"/include/*.h "$src"/ggml/include/*.h "$prefix/include/"
 cp -a "$src"/tools/mtmd/mtmd.h "$src"/tools/mtmd/mtmd-helper.h "$prefix/include/"
 cp -a "$root"/build/bin/*.so* "$prefix/lib/"
 cp -a "$root"/build/bin/llama-server "$root"/build/bin/llama-mtmd-cli "$prefix/bin/"
+# Beside the stamp, not in it: the stamp is the cache key, and a new text
+# would rebuild every cached prefix.
+if [ "$flavor" = cpu ]; then
+    cp "$root/build/.sluice-cpu-flags" "$prefix/.sluice-cpu-flags"
+fi
 echo "$stamp_text" >"$stamp"
 has_prefix "$prefix" || die "staged prefix $prefix is incomplete"
 say "done: $prefix"

@@ -301,11 +301,14 @@ sl_caption_params sl_caption_default_params(void);
  * each stage opened and closed (the Lua scripts compile, the plugins load
  * and speak this sluice's ABI, the configs are objects, the names are
  * distinct), the pipeline against them (a stage after the engine in a dry
- * run) and the answer columns planned. Not the model, projector and LoRA
+ * run) and the answer columns planned, and, where it would load a model
+ * (the llama engine, not a dry run), this CPU against the llama.cpp build
+ * (sl_llama_cpu_check(): SL_ERR_MODEL naming the SIMD extensions it
+ * lacks). Not the model, projector and LoRA
  * files (a job is often checked where it is written, and run where the
  * models are) nor the output folder's contents (an earlier run's
  * settings), which the run checks as it opens them. SL_ERR_INVALID_ARG
- * naming what and why. */
+ * naming what and why (SL_ERR_MODEL for the CPU). */
 sl_status sl_caption_check(const sl_caption_params *p);
 
 typedef struct sl_caption_summary {

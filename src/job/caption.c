@@ -27,6 +27,7 @@
 #include "job/batch.h"
 #include "job/job.h"
 #include "stage/stage.h"
+#include "sluice/engine.h"
 #include "sluice/pipeline.h"
 
 sl_caption_params sl_caption_default_params(void)
@@ -521,6 +522,10 @@ sl_status sl_caption_check(const sl_caption_params *p)
         answer_columns_clear(&ac);
     }
     disassemble(p, pl, user);
+    /* Last, as the run checks it after the settings: a CPU the llama.cpp
+     * build cannot run on refuses every run of this job here. */
+    if (st == SL_OK && !p->dry_run && !job_uses_openai(p))
+        st = sl_llama_cpu_check();
     return st;
 }
 

@@ -20,6 +20,15 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".tif",
               ".heic", ".heif", ".avif"}
 
 
+def simd_flags(flags: list[str]) -> list[str]:
+    """Those of /proc/cpuinfo's flags that a GGML_NATIVE llama.cpp build
+    may use, in their order: cmake/llama_simd_flags.txt's list, as
+    CMakeLists.txt reads it for SL_LLAMA_CPU_FLAGS."""
+    lines = (REPO / "cmake" / "llama_simd_flags.txt").read_text().splitlines()
+    simd = re.compile("|".join(l for l in lines if l and not l.startswith("#")))
+    return [f for f in flags if simd.fullmatch(f)]
+
+
 def sanitized() -> bool:
     return os.environ.get("SLUICE_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 

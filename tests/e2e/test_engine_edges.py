@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, TINY, interrupt_when_said, read_rows, sanitized
+from conftest import REPO, TINY, interrupt_when_said, read_rows, sanitized, simd_flags
 
 QWEN = REPO / "models" / "tiny-qwen"
 
@@ -296,18 +296,18 @@ def test_a_stop_cancels_loading_the_model(sluice, four, tmp_path):
 
 
 def native_flags() -> list[str]:
-    """The SIMD flags of this CPU that a GGML_NATIVE llama.cpp build may
-    use, as CMakeLists.txt picks them; [] where the llama.cpp sluice runs
-    was not built for this CPU (then sluice checks nothing)."""
-    cache = pathlib.Path(os.environ["SLUICE_LLAMA_PREFIX"]).parent / "build" / "CMakeCache.txt"
+    """The SIMD flags of the CPU that compiled the llama.cpp sluice runs
+    (its prefix's .sluice-cpu-flags, else this CPU's, as CMakeLists.txt
+    takes them) that a GGML_NATIVE build may use; [] where that llama.cpp
+    was not built for its CPU (then sluice checks nothing)."""
+    prefix = pathlib.Path(os.environ["SLUICE_LLAMA_PREFIX"])
+    cache = prefix.parent / "build" / "CMakeCache.txt"
     if not cache.exists() or "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
         return []
-    line = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-                if t.startswith("flags"))
-    simd = re.compile(r"pni|ssse3|sse4_1|sse4_2|avx|avx2|fma|f16c|bmi1|bmi2|abm|movbe|gfni|vaes|"
-                      r"vpclmulqdq|avx_vnni|avx512[a-z0-9_]*|"
-                      r"amx_[a-z0-9]+")
-    return [f for f in line.split(":", 1)[1].split() if simd.fullmatch(f)]
+    recorded = prefix / ".sluice-cpu-flags"
+    text = (recorded if recorded.is_file() else pathlib.Path("/proc/cpuinfo")).read_text()
+    line = next((t for t in text.splitlines() if t.startswith("flags")), "flags:")
+    return simd_flags(line.split(":", 1)[1].split())
 
 
 def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, four, tmp_path):
@@ -349,6 +349,43 @@ def test_a_cpu_without_the_builds_simd_extensions_is_refused_by_name(sluice, fou
     r = caption(tmp_path / "same")
     assert r.returncode == 0, r.stderr
     assert len(read_rows(tmp_path / "same")) == len(list(four.iterdir()))
+
+
+def test_config_check_refuses_a_cpu_the_run_refuses(sluice, four, tmp_path):
+    """config check said ok (exit 0) to a job on a CPU that its run then
+    refused at once (exit 2, naming the SIMD extensions missing): it checks
+    the CPU too now, where the run would load a model (the llama engine,
+    not a dry run), with the run's message and exit status. This CPU's
+    flags are a test's stand-in (SLUICE_TEST_CPU_FLAGS) without avx2."""
+    have = native_flags()
+    if "avx2" not in have:
+        pytest.skip("this llama.cpp is not a GGML_NATIVE build on an AVX2 CPU")
+    env = dict(os.environ, SLUICE_TEST_CPU_FLAGS=" ".join(f for f in have if f != "avx2"))
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input:\n  paths: [{json.dumps(str(four))}]\n"
+                   f"output:\n  dir: {json.dumps(str(tmp_path / 'out'))}\n"
+                   f"llama:\n  model: {json.dumps(str(TINY / 'model.gguf'))}\n"
+                   f"  mmproj: {json.dumps(str(TINY / 'mmproj.gguf'))}\n"
+                   "metrics:\n  addr: 'off'\n")
+
+    def run(*args, env=env):
+        return subprocess.run([str(sluice.binary), *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    said = "may use avx2, which this CPU lacks: it would stop on an illegal instruction"
+    check, started = run("config", "check", job), run("run", job)
+    assert started.returncode == 2 and said in started.stderr, started.stderr
+    assert check.returncode == 2 and said in check.stderr, (check.stdout, check.stderr)
+    refusal = [l for l in started.stderr.splitlines() if said in l]
+    assert refusal == [l for l in check.stderr.splitlines() if said in l], check.stderr
+    assert not (tmp_path / "out").exists()
+    # what loads no model is not checked, as the run does not; nor is the check turned off
+    for flags, extra_env in [(("--dry-run",), {}), (("--engine", "openai", "--endpoint",
+                                                     "http://127.0.0.1:9"), {}),
+                             ((), {"SLUICE_CPU_CHECK": "off"}),
+                             ((), {"SLUICE_TEST_CPU_FLAGS": " ".join(have)})]:
+        r = run("config", "check", job, *flags, env=dict(env, **extra_env))
+        assert r.returncode == 0 and r.stdout == f"{job}: ok\n", (flags, r.stdout, r.stderr)
 
 
 # Instructions a compiler emits without intrinsics under -march=native, by
@@ -394,9 +431,10 @@ def test_no_simd_code_runs_before_the_cpu_check(sluice, four, tmp_path):
     on an illegal instruction. Here a preloaded ggml_cpu_init raises SIGILL
     as an older CPU would: with the build's flags the run dies of it (the
     stand-in is reached), and without avx2 each command is refused or runs
-    without it (a job file, a grammar and a JSON schema parsed, a batch, a
-    dry run, --version, config check). A guard: it passes; it fails when a
-    command counts the devices first (sl_llama_default_parallel)."""
+    without it (a job file, a grammar and a JSON schema parsed, a batch,
+    config check; a dry run, --version, config check of a dry run). A
+    guard: it passes; it fails when a command counts the devices first
+    (sl_llama_default_parallel)."""
     have = native_flags()
     if "avx2" not in have:
         pytest.skip("this llama.cpp is not a GGML_NATIVE build on an AVX2 CPU")
@@ -433,11 +471,12 @@ def test_no_simd_code_runs_before_the_cpu_check(sluice, four, tmp_path):
                 tmp_path / "s.json", "--parallel", "0", "--gpu-layers", "99"),
                ("run", tmp_path / "job.yaml", "-o", tmp_path / "d", "--metrics-addr", "off"),
                ("batch", tmp_path / "batch.jsonl", "-o", tmp_path / "e", "--model",
-                TINY / "model.gguf", "--metrics-addr", "off")]
+                TINY / "model.gguf", "--metrics-addr", "off"),
+               ("config", "check", tmp_path / "job.yaml", "-o", tmp_path / "g")]
     for args in refused:
         r = run(*args)
         assert r.returncode == 2 and "which this CPU lacks" in r.stderr, (args, r.stderr[-2000:])
     for args in [("caption", four, "-o", tmp_path / "f", *model, "--dry-run"), ("--version",),
-                 ("config", "check", tmp_path / "job.yaml", "-o", tmp_path / "g")]:
+                 ("config", "check", tmp_path / "job.yaml", "-o", tmp_path / "h", "--dry-run")]:
         r = run(*args)
         assert r.returncode == 0, (args, r.stderr[-2000:])

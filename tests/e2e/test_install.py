@@ -15,6 +15,7 @@ example with -fsanitize)."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -215,3 +216,173 @@ def test_sluice_pc_takes_an_absolute_install_dir_as_it_is(sluice_bin, llama_pref
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert os.path.normpath(r.stdout.strip()) == expected[var], (var, r.stdout)
+
+
+def skip_unless_native_build(llama_prefix: pathlib.Path) -> None:
+    """Skips where sluice's configure records no CPU flags for llama_prefix."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    cache = llama_prefix.parent / "build" / "CMakeCache.txt"
+    if not (llama_prefix / ".sluice-complete").is_file() or not cache.is_file() or \
+            "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
+        pytest.skip(f"llama.cpp at {llama_prefix} is not scripts/llama-cpp.sh's GGML_NATIVE build")
+
+
+def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=REPO,
+                          linked=False):
+    """sluice configured (only) against a stand-in for llama_prefix: a
+    folder of links to its files, beside a link to its build folder's
+    CMakeCache.txt (whether it is GGML_NATIVE) and to its sources, holding
+    cpu_flags as its .sluice-cpu-flags (none where None). The real prefix
+    is not touched; linked: named to cmake by a symbolic link to it.
+    Returns (cmake's output, SL_LLAMA_CPU_FLAGS's words)."""
+    root = tmp_path / "llama"
+    prefix = root / "prefix"
+    for sub in ("include", "lib", "bin"):
+        (prefix / sub).mkdir(parents=True)
+        for f in (llama_prefix / sub).iterdir():
+            (prefix / sub / f.name).symlink_to(f)
+    (prefix / ".sluice-complete").symlink_to(llama_prefix / ".sluice-complete")
+    (root / "build").mkdir()
+    (root / "build" / "CMakeCache.txt").symlink_to(llama_prefix.parent / "build" / "CMakeCache.txt")
+    if (llama_prefix.parent / "src").is_dir():
+        (root / "src").symlink_to(llama_prefix.parent / "src")
+    if cpu_flags is not None:
+        (prefix / ".sluice-cpu-flags").write_text(cpu_flags)
+    if linked:
+        (tmp_path / "linked").symlink_to(prefix)
+        prefix = tmp_path / "linked"
+    build = tmp_path / "build"
+    r = subprocess.run(["cmake", "-S", str(source), "-B", str(build), f"-DSLUICE_LLAMA_PREFIX={prefix}",
+                        f"-DSLUICE_NANOARROW_PREFIX={nanoarrow_prefix(sluice_bin.parent)}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    header = (build / "generated" / "llama_build.h").read_text()
+    return r.stdout + r.stderr, re.search(r'SL_LLAMA_CPU_FLAGS "([^"]*)"', header).group(1).split()
+
+
+def test_the_cpu_flags_are_the_compiling_machines_not_the_configuring_ones(sluice_bin,
+                                                                          llama_prefix, tmp_path):
+    """One ~/.cache/sluice shared over NFS by nodes of different CPUs: node
+    B configuring sluice wrote B's SIMD flags for the llama.cpp A compiled
+    (GGML_NATIVE), so a node like B passed the CPU check and could stop on
+    an illegal instruction. scripts/llama-cpp.sh now writes the compiling
+    machine's /proc/cpuinfo flags line into the prefix (.sluice-cpu-flags),
+    and the configure takes the build's flags from it: here a stand-in
+    naming avx512_fp16 and amx_tile, which this CPU lacks. A prefix built
+    before the file (none) falls back to this machine's flags, saying so."""
+    skip_unless_native_build(llama_prefix)
+    here = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if t.startswith("flags")).split(":", 1)[1].split()
+    theirs = ["avx2", "avx512_fp16", "amx_tile"]
+    if all(f in here for f in theirs):
+        pytest.skip("this CPU has every flag of the stand-in")
+    # fpu, sse2 and lm: flags no GGML_NATIVE x86-64 build can do without, not checked.
+    # The prefix named through a link (its build folder and file are the
+    # target's neighbours, as for the script's cache linked elsewhere).
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "recorded",
+                                       "flags\t\t: fpu sse2 lm " + " ".join(theirs) + "\n",
+                                       linked=True)
+    assert flags == theirs, out
+    assert "has no .sluice-cpu-flags" not in out, out
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "older", None)
+    assert "has no .sluice-cpu-flags" in out and "this machine's SIMD flags are taken" in out, out
+    assert flags and set(flags) <= set(here), (flags, here)
+
+
+def test_the_simd_flags_checked_are_cmake_llama_simd_flags_txts(sluice_bin, llama_prefix,
+                                                                tmp_path):
+    """Which /proc/cpuinfo flags count as SIMD extensions was a regular
+    expression in CMakeLists.txt and a copy of it in test_engine_edges,
+    free to drift apart. Both read cmake/llama_simd_flags.txt now: a
+    source tree whose list also names sse2 (links to this one's files, the
+    list a copy) checks sse2 too, and this one's does not."""
+    skip_unless_native_build(llama_prefix)
+    source = tmp_path / "source"
+    source.mkdir()
+    for f in REPO.iterdir():
+        if f.name not in ("cmake", "build", ".git"):
+            (source / f.name).symlink_to(f)
+    (source / "cmake").mkdir()
+    for f in (REPO / "cmake").iterdir():
+        if f.name != "llama_simd_flags.txt":
+            (source / "cmake" / f.name).symlink_to(f)
+    listed = (REPO / "cmake" / "llama_simd_flags.txt").read_text()
+    (source / "cmake" / "llama_simd_flags.txt").write_text(listed + "sse2\n")
+    line = "flags\t\t: fpu sse2 lm avx2 avx512_fp16\n"
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "more", line, source)
+    assert flags == ["sse2", "avx2", "avx512_fp16"], out
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "this", line)
+    assert flags == ["avx2", "avx512_fp16"], out
+
+
+FAKE_CMAKE = """#!/bin/sh
+# scripts/llama-cpp.sh's cmake, as a test's: a configure makes the build
+# folder, a build puts what the script stages there and notes it compiled.
+build=
+while [ $# -gt 0 ]; do
+    case $1 in -B|--build) build=$2; shift;; esac
+    shift
+done
+mkdir -p "$build/bin"
+touch "$build/bin/libllama.so" "$build/bin/libmtmd.so" "$build/objects-of-this-run"
+printf '#!/bin/sh\\n' >"$build/bin/llama-server"
+cp "$build/bin/llama-server" "$build/bin/llama-mtmd-cli"
+chmod +x "$build/bin/llama-server" "$build/bin/llama-mtmd-cli"
+"""
+
+
+def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
+    """scripts/llama-cpp.sh writes the /proc/cpuinfo flags line of the
+    machine that compiles llama.cpp (GGML_NATIVE) into the prefix, where
+    sluice's configure reads it (test above). A build folder another CPU
+    compiled into (its .sluice-cpu-flags names other flags: a stamp
+    removed on another node of a shared cache) is removed first, since
+    cmake keeps its objects, compiled for that CPU, under this one's name;
+    one of this CPU's is built on. Run with a stand-in cmake and sources
+    (no compiler runs), the pinned sdist linked from the real cache."""
+    versions = (REPO / "scripts" / "versions.sh").read_text()
+    version = re.search(r"^LLAMA_CPP_PYTHON_VERSION=(\S+)", versions, re.M).group(1)
+    sdist = llama_prefix.parent / f"llama_cpp_python-{version}.tar.gz"
+    if not sdist.is_file():
+        pytest.skip(f"no {sdist}: the pinned sdist is not in the cache")
+    root = tmp_path / "cache" / "llama.cpp" / f"{version}-cpu"
+    src = root / "src"
+    for header in ("include/llama.h", "ggml/include/ggml.h", "tools/mtmd/mtmd.h",
+                   "tools/mtmd/mtmd-helper.h", "CMakeLists.txt"):
+        (src / header).parent.mkdir(parents=True, exist_ok=True)
+        (src / header).write_text("")
+    (root / sdist.name).symlink_to(sdist)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "cmake").write_text(FAKE_CMAKE)
+    (tmp_path / "bin" / "cmake").chmod(0o755)
+    (tmp_path / "pc").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_LLAMA", "PKG_CONFIG"))}
+    env.update(SLUICE_CACHE=str(tmp_path / "cache"), SLUICE_JOBS="1",
+               PKG_CONFIG_LIBDIR=str(tmp_path / "pc"),  # no system llama.cpp
+               PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    here = next(t for t in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if t.startswith("flags"))
+    (root / "build").mkdir()
+    (root / "build" / ".sluice-cpu-flags").write_text("flags\t\t: fpu\n")
+    (root / "build" / "objects-of-another-cpu").write_text("")
+
+    def script():
+        r = subprocess.run(["bash", str(REPO / "scripts" / "llama-cpp.sh")], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == str(root / "prefix"), r.stdout
+        return r
+
+    r = script()
+    assert "compiled on a CPU with other flags: removing it" in r.stderr, r.stderr
+    assert not (root / "build" / "objects-of-another-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    assert (root / "prefix" / ".sluice-complete").read_text() == f"llama-cpp-python {version} (cpu)\n"
+    # a rebuild on this CPU (the stamp removed) keeps its folder
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / "objects-of-this-run").rename(root / "build" / "objects-of-this-cpu")
+    r = script()
+    assert "removing it" not in r.stderr, r.stderr
+    assert (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"

@@ -3816,23 +3816,26 @@ sl_status sl_llama_cpu_check(void)
 
 static void init_backend_once(void)
 {
-    if (cpu_lacks()[0])
-        return; /* its CPU backend would die as it starts: every open says why */
     llama_log_set(ggml_to_sl_log, NULL);
     mtmd_helper_log_set(ggml_to_sl_log, NULL);
     llama_backend_init();
 }
 
-/* Once per process, whichever entry point comes first. */
-static void init_backend(void)
+/* Once per process, whichever entry point comes first, and only on a CPU
+ * the build can run on: its CPU backend would die as it starts on another.
+ * SL_OK, or sl_llama_cpu_check's refusal, which the caller returns. */
+static sl_status init_backend(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, init_backend_once);
+    sl_status st = sl_llama_cpu_check();
+    if (st == SL_OK)
+        pthread_once(&once, init_backend_once);
+    return st;
 }
 
 void sl_llama_init(void)
 {
-    init_backend();
+    (void)init_backend(); /* a refused CPU: every open says why */
 }
 
 static char version_text[256];
@@ -3993,10 +3996,9 @@ static sl_status load_shape(const sl_llama_params *p, struct llama_model **out)
     if (st == SL_OK)
         st = check_kv_type("--cache-type-v", p->cache_type_v);
     if (st == SL_OK)
-        st = sl_llama_cpu_check();
+        st = init_backend();
     if (st != SL_OK)
         return st;
-    init_backend();
     struct llama_model_params mp = llama_model_default_params();
     /* Hyperparameters and tensor shapes, no weights, as llama.cpp's own
      * memory-fit pass loads them (no_alloc, not mapped); vocab_only stops
@@ -4037,7 +4039,7 @@ sl_status sl_llama_parallel_for_memory(const sl_llama_params *params, uint64_t f
 
 int sl_llama_default_parallel(const sl_llama_params *p)
 {
-    init_backend();
+    (void)init_backend(); /* a refused CPU: no GPU is looked for (uses_gpu) */
     return p->n_parallel > 0 ? p->n_parallel : uses_gpu(p) ? AUTO_PARALLEL_MAX : 4;
 }
 
@@ -4289,7 +4291,7 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
     if (st == SL_OK && vision)
         st = check_readable("--mmproj", params->mmproj_path);
     if (st == SL_OK)
-        st = sl_llama_cpu_check();
+        st = init_backend();
     if (st != SL_OK)
         return st;
     if (params->n_parallel < 0 || params->n_parallel >= (int)llama_max_parallel_sequences())
@@ -4309,7 +4311,6 @@ sl_status sl_engine_open_llama(const sl_llama_params *params, sl_engine **out)
      * asked (each is another copy of the projector's weights). */
     int n_encoders = !vision ? 0 : params->encoders > 1 ? params->encoders : 1;
 
-    init_backend();
     bool on_gpu = uses_gpu(params);
 
     llama_engine *e = sl_calloc(1, sizeof *e);
