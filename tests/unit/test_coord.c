@@ -10,6 +10,7 @@
  * FINISH, summed once per rank; malformed messages answered with an error. */
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -476,8 +477,6 @@ static void *race(void *arg)
     return NULL;
 }
 
-/* Ranks on threads of their own (rank 0 serves on one thread, its own
- * pipeline asks on others): every shard handed out once, the counts whole. */
 /* A rank's FINISH as dist_finish sends it (coord_put_finish). */
 static reply finish_with(coord *c, int rank, sl_status status, int64_t skipped, int64_t deferred,
                          const char *unfit, wire_buf *out)
@@ -594,6 +593,38 @@ static void test_finish_sums_what_each_rank_skipped_and_deferred(void **state)
     coord_free(c);
 }
 
+/* A scrape's reads while the ranks race: each part's figures appear
+ * whole (2 rows a part) and never go back. */
+typedef struct scraper {
+    coord *c;
+    atomic_bool stop;
+    long reads;
+} scraper;
+
+static void *scrape(void *arg)
+{
+    scraper *s = arg;
+    int64_t last = 0;
+    while (!atomic_load(&s->stop)) {
+        coord_counts sum;
+        coord_progress(s->c, &sum, NULL, NULL);
+        assert_true(sum.parts >= last);
+        assert_int_equal(sum.rows, 2 * sum.parts);
+        last = sum.parts;
+        coord_rank cr;
+        assert_true(coord_rank_progress(s->c, 1, &cr));
+        long tally[COORD_TALLY_SIZE];
+        coord_tally(s->c, tally);
+        json_decref(coord_parts(s->c));
+        s->reads++;
+    }
+    return NULL;
+}
+
+/* Ranks on threads of their own (rank 0 serves on one thread, its own
+ * pipeline asks on others): every shard handed out once, the counts whole;
+ * a scrape meanwhile (the getters, under their own lock) reads each part's
+ * figures whole. */
 static void test_concurrent_ranks_take_each_shard_once(void **state)
 {
     coord *c = started(NULL, 0, RACERS);
@@ -602,7 +633,9 @@ static void test_concurrent_ranks_take_each_shard_once(void **state)
     wire_put_i64(&req, RACE_SHARDS);
     assert_int_equal(ask(c, 0, &req, &out).status, SL_OK);
     static racer racers[RACERS];
-    pthread_t threads[RACERS];
+    pthread_t threads[RACERS], reader;
+    scraper sc = {.c = c};
+    assert_int_equal(pthread_create(&reader, NULL, scrape, &sc), 0);
     for (int i = 0; i < RACERS; i++) {
         racers[i] = (racer){.c = c, .rank = i};
         assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
@@ -618,6 +651,9 @@ static void test_concurrent_ranks_take_each_shard_once(void **state)
         }
         total += racers[i].n;
     }
+    atomic_store(&sc.stop, true);
+    pthread_join(reader, NULL);
+    assert_true(sc.reads > 0);
     assert_int_equal(total, RACE_SHARDS);
     coord_counts sum;
     coord_progress(c, &sum, NULL, NULL);
