@@ -478,7 +478,7 @@ static void print_on_rank_0_alone(void)
 {
     if (sl_dist_launched_rank() == 0)
         return;
-    int fd = open("/dev/null", O_WRONLY);
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC); /* dup2 clears it on 1 and 2 */
     if (fd < 0)
         return;
     dup2(fd, STDOUT_FILENO);

@@ -1089,7 +1089,7 @@ static sl_status read_small_file(const char *where, const char *name, const char
                                  size_t limit, char **out, size_t *len)
 {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
+    FILE *fp = fopen(path, "rbe");
     if (!fp)
         return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "%s%s '%s': %s", where,
                        name, path, strerror(errno));

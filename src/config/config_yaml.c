@@ -499,7 +499,7 @@ sl_status sl_config_load_text(sl_config *cfg, const char *text, size_t len, cons
 
 sl_status sl_config_load_file(sl_config *cfg, const char *path)
 {
-    FILE *fp = fopen(path, "rb");
+    FILE *fp = fopen(path, "rbe");
     if (!fp)
         return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO,
                        "job file '%s': %s", path, strerror(errno));

@@ -38,6 +38,9 @@
  * only); commit.begin, commit.after_sync,
  * commit.after_prepare, commit.after_rename, commit.after_dir_sync,
  * commit.end: the steps of a part's two-phase commit (ledger/ledger.h);
+ * ledger.commit: an MPI job's part marked committed in rank 0's ledger
+ * (sl_ledger_part_commit_number), after the write (a sleep there is a
+ * slow disk's sync);
  * commit.upload, commit.after_upload: an s3:// output's part, before and
  * after its upload (in place of the rename); s3.upload_part: before each
  * part of a multipart upload after the first (io/s3.h); engine.load: each

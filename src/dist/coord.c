@@ -12,8 +12,15 @@
 #include "core/log.h"
 #include "dist/coord.h"
 
+/* Two locks. mu orders the protocol: one request at a time, held across
+ * the ledger's writes (a commit's fsync). view_mu guards the figures the
+ * getters copy (coord_progress and the others a /metrics scrape or the
+ * live page calls): a handler changes them under both, after its ledger
+ * write, so a getter, taking view_mu alone, never waits on the disk.
+ * Order: mu before view_mu. */
 struct coord {
     pthread_mutex_t mu;
+    pthread_mutex_t view_mu;
     pthread_cond_t finished_cv;
     sl_ledger *ledger;
     char *fingerprint;
@@ -123,6 +130,7 @@ coord *coord_new(sl_ledger *ledger, const char *fingerprint, long first_part, in
         return NULL;
     }
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->view_mu, NULL);
     sl_cond_init_monotonic(&c->finished_cv);
     c->ledger = ledger;
     c->first_part = first_part;
@@ -145,6 +153,7 @@ void coord_free(coord *c)
     if (!c)
         return;
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->view_mu);
     pthread_cond_destroy(&c->finished_cv);
     json_decref(c->unfit);
     json_decref(c->unfit_rank);
@@ -191,7 +200,9 @@ static sl_status hello(coord *c, int rank, wire_reader *r, wire_buf *reply)
     const char *fp = wire_get_str(r);
     /* Arrived, even if refused below: the start waits for no one else. */
     if (rank_of(c, rank) && !rank_of(c, rank)->said_hello) {
+        pthread_mutex_lock(&c->view_mu);
         rank_of(c, rank)->said_hello = true;
+        pthread_mutex_unlock(&c->view_mu);
         c->hellos++;
     }
     if (r->bad)
@@ -270,13 +281,15 @@ static sl_status next(coord *c, int rank, wire_reader *r, wire_buf *reply)
         wire_put_i64(reply, 0);
         return SL_OK;
     }
+    pthread_mutex_lock(&c->view_mu);
     int64_t shard = left ? c->next_shard++ : -1;
-    if (shard >= 0 && c->first_handed == 0)
-        c->first_handed = sl_mono_s();
     if (shard >= 0 && rank_of(c, rank)) {
         rank_of(c, rank)->shards++;
         rank_of(c, rank)->last_shard = shard;
     }
+    pthread_mutex_unlock(&c->view_mu);
+    if (shard >= 0 && c->first_handed == 0)
+        c->first_handed = sl_mono_s();
     reply_status(reply, SL_OK);
     wire_put_i64(reply, shard);
     size_t count_at = reply->buf.len;
@@ -295,6 +308,7 @@ static sl_status end(coord *c, int rank, wire_reader *r, wire_buf *reply)
     int64_t n = wire_get_i64(r);
     if (r->bad || n < 0)
         return sl_fail(SL_ERR_INVALID_ARG, "rank %d: a malformed end of input", rank);
+    pthread_mutex_lock(&c->view_mu);
     if (c->n_shards < 0 || n < c->n_shards)
         c->n_shards = n;
     /* A shard handed out before the end was known, past it: it held nothing. */
@@ -303,6 +317,7 @@ static sl_status end(coord *c, int rank, wire_reader *r, wire_buf *reply)
         who->shards--;
         who->last_shard = -1;
     }
+    pthread_mutex_unlock(&c->view_mu);
     reply_status(reply, SL_OK);
     return SL_OK;
 }
@@ -385,6 +400,7 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     sl_status st = c->ledger ? sl_ledger_part_commit_number(c->ledger, (long)number) : SL_OK;
     if (st != SL_OK)
         return st;
+    pthread_mutex_lock(&c->view_mu); /* the figures, now the part is durable */
     coord_counts_add(&c->committed, &part);
     for (int i = 0; i < COORD_TALLY_SIZE; i++)
         c->tally[i] += tally[i];
@@ -400,6 +416,7 @@ static sl_status commit(coord *c, int rank, wire_reader *r, wire_buf *reply)
     if (name && json_object_set_new(c->parts, json_string_value(name), json_integer(number)) != 0)
         sl_log(SL_LOG_WARN, "out of memory: part %lld is left out of the report's list",
                (long long)number);
+    pthread_mutex_unlock(&c->view_mu);
     json_object_del(c->recorded, key);
     reply_status(reply, SL_OK);
     return SL_OK;
@@ -451,10 +468,12 @@ static bool merge_unfit(coord *c, int rank, const json_t *theirs)
         json_decref(ranks);
         return false;
     }
+    pthread_mutex_lock(&c->view_mu);
     json_decref(c->unfit);
     json_decref(c->unfit_rank);
     c->unfit = unfit;
     c->unfit_rank = ranks;
+    pthread_mutex_unlock(&c->view_mu);
     return true;
 }
 
@@ -471,7 +490,7 @@ static int by_number(const void *a, const void *b)
 
 json_t *coord_parts(coord *c)
 {
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->view_mu);
     size_t n = json_object_size(c->parts), i = 0;
     numbered_part *all = n ? sl_malloc(n * sizeof *all) : NULL;
     json_t *names = n && !all ? NULL : json_array();
@@ -489,16 +508,16 @@ json_t *coord_parts(coord *c)
             json_decref(names);
             names = NULL;
         }
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->view_mu);
     sl_free(all);
     return names;
 }
 
 json_t *coord_unfit(coord *c)
 {
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->view_mu);
     json_t *copy = c->unfit ? json_deep_copy(c->unfit) : json_object();
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->view_mu);
     return copy;
 }
 
@@ -528,12 +547,14 @@ static sl_status finish(coord *c, int rank, wire_reader *r, wire_buf *reply)
         snprintf(c->failed_msg, sizeof c->failed_msg, "%s", msg);
     }
     if (who && !who->finished) {
+        pthread_mutex_lock(&c->view_mu);
         who->finished = true;
         who->status = status;
         who->committed.skipped += skipped;
         c->committed.skipped += skipped;
         who->committed.deferred += deferred;
         c->committed.deferred += deferred;
+        pthread_mutex_unlock(&c->view_mu);
         if (rank != 0)
             c->finished++;
     }
@@ -566,7 +587,7 @@ void coord_handle(coord *c, int rank, const void *msg, size_t len, wire_buf *rep
 void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
                     int64_t *shards_total)
 {
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->view_mu);
     if (committed)
         *committed = c->committed;
     if (shards_handed)
@@ -574,30 +595,30 @@ void coord_progress(coord *c, coord_counts *committed, int64_t *shards_handed,
                                                                           : c->next_shard;
     if (shards_total)
         *shards_total = c->n_shards;
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->view_mu);
 }
 
 void coord_tally(coord *c, long *out)
 {
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->view_mu);
     memcpy(out, c->tally, sizeof c->tally);
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->view_mu);
 }
 
 void coord_failures_get(coord *c, coord_failures *out)
 {
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->view_mu);
     *out = c->failures;
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->view_mu);
 }
 
 bool coord_rank_progress(coord *c, int rank, coord_rank *out)
 {
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->view_mu);
     coord_rank *r = rank_of(c, rank);
     if (r)
         *out = *r;
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->view_mu);
     return r != NULL;
 }
 

@@ -16,7 +16,10 @@
  * given tells how many shards there are (coord_shards_end); later asks get
  * none.
  *
- * Thread rules: every function from any thread (one mutex). Ownership: the
+ * Thread rules: every function from any thread. Requests run one at a
+ * time, the ledger's writes included; the getters (coord_progress and
+ * those below it, which a /metrics scrape calls) read a copy that a request
+ * updates after its ledger write, so they never wait on the disk. Ownership: the
  * coordinator borrows the ledger (which must outlive it) and copies
  * strings. coord_handle() is the whole protocol: one request in, its reply
  * out, for any transport (MPI in dist/dist.c, threads in bench/coord.c). */

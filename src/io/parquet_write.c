@@ -621,6 +621,32 @@ sl_status sl_pq_writer_set_metadata(sl_pq_writer *w, const char *key, const char
 
 /* ---- pages and chunks -------------------------------------------------- */
 
+/* A page's sizes at most, before and after compression: the page header
+ * holds each as an i32. Lowered by sl_pq_writer_test_page_limit(). */
+static size_t page_limit = INT32_MAX;
+
+void sl_pq_writer_test_page_limit(size_t bytes) { page_limit = bytes ? bytes : INT32_MAX; }
+
+/* Whether a page of `body_len` bytes, `payload_len` under the codec, fits
+ * its header; else the writer is broken (the row is in the page, not in
+ * rg_rows) with a message saying which size is past the limit. */
+static sl_status page_fits(sl_pq_writer *w, const wcol *c, size_t body_len, size_t payload_len)
+{
+    if (body_len <= page_limit && payload_len <= page_limit)
+        return SL_OK;
+    w->broken = true;
+    if (body_len > page_limit)
+        return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': a page of column '%s' exceeds 2 GiB "
+                       "(%zu bytes; a page header holds its size as a 32-bit number)", w->path,
+                       c->name, body_len);
+    /* A value of nearly 2 GiB that the codec cannot shrink grows by its
+     * framing: cast to the header's i32 the size would be negative. */
+    return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': a page of column '%s' exceeds 2 GiB "
+                   "under %s compression (%zu bytes, %zu before; a page header holds its size "
+                   "as a 32-bit number): write it uncompressed (codec none) or its values smaller",
+                   w->path, c->name, sl_pq_codec_name(w->params.codec), payload_len, body_len);
+}
+
 /* *payload: body under the file's codec (body itself, or w->comp). */
 static sl_status compress_page(sl_pq_writer *w, const wcol *c, const sl_buf *body, const sl_buf **payload)
 {
@@ -677,14 +703,12 @@ static sl_status flush_page(sl_pq_writer *w, wcol *c)
         }
         body = &w->body;
     }
-    if (body->len > INT32_MAX) {
-        w->broken = true; /* the row is in the page, not in rg_rows */
-        return sl_fail(SL_ERR_INVALID_ARG, "Parquet file '%s': a page of column '%s' exceeds 2 GiB",
-                       w->path, c->name);
-    }
-
-    const sl_buf *payload;
-    sl_status st = compress_page(w, c, body, &payload);
+    sl_status st = page_fits(w, c, body->len, 0);
+    const sl_buf *payload = body;
+    if (st == SL_OK)
+        st = compress_page(w, c, body, &payload);
+    if (st == SL_OK)
+        st = page_fits(w, c, body->len, payload->len);
     if (st != SL_OK)
         return st;
 
@@ -725,6 +749,8 @@ static sl_status write_dict_page(sl_pq_writer *w, wcol *c, int64_t *usize, int64
 {
     const sl_buf *payload;
     sl_status st = compress_page(w, c, &c->dict, &payload);
+    if (st == SL_OK) /* the dictionary stays under SL_PQ_DICT_MAX_BYTES: a check only */
+        st = page_fits(w, c, c->dict.len, payload->len);
     if (st != SL_OK)
         return st;
     sl_tc_writer h;

@@ -129,4 +129,10 @@ int64_t sl_pq_writer_num_row_groups(const sl_pq_writer *w);
 
 void sl_pq_writer_free(sl_pq_writer *w);
 
+/* TEST-ONLY: the bytes a page may hold, before and after compression, in
+ * place of the format's INT32_MAX (0: back to it), so a test reaches the
+ * limit's checks without 2 GiB of data. Process-wide; call while no writer
+ * runs. */
+void sl_pq_writer_test_page_limit(size_t bytes);
+
 #endif

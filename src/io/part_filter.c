@@ -51,7 +51,7 @@ typedef sl_status (*line_fn)(void *ctx, long line, const char *text, size_t len)
 
 static sl_status jsonl_walk(const char *path, line_fn fn, void *ctx)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(path, "rbe");
     if (!f)
         return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot read '%s': %s",
                        path, strerror(errno));
@@ -540,7 +540,7 @@ sl_status sl_part_failed_ids(const char *path, sl_part_id_fn each, void *user)
  * break, so a last line without one was cut and is no row. */
 static sl_status count_jsonl(const char *path, long *rows)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(path, "rbe");
     if (!f)
         return sl_fail(errno == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO, "cannot read '%s': %s",
                        path, strerror(errno));

@@ -753,7 +753,7 @@ sl_status sl_s3_upload_file(const sl_s3 *s3, const char *path, const char *url,
         part_bytes = DEFAULT_PART;
     if (part_bytes < MIN_PART)
         part_bytes = MIN_PART;
-    FILE *fp = fopen(path, "rb");
+    FILE *fp = fopen(path, "rbe");
     if (!fp)
         return sl_fail(SL_ERR_NOT_FOUND, "cannot open '%s' to upload it", path);
     uint8_t *buf = sl_malloc(part_bytes);

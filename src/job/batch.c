@@ -734,7 +734,7 @@ sl_status batch_errors_collect(const job *j)
         char *errs = sl_asprintf("%s/errors-%05ld.jsonl", j->dir, k);
         /* Only the errors of committed parts (an errors part of a part that
          * was never committed is a leftover). */
-        FILE *in = part && errs && access(part, F_OK) == 0 ? fopen(errs, "rb") : NULL;
+        FILE *in = part && errs && access(part, F_OK) == 0 ? fopen(errs, "rbe") : NULL;
         size_t n;
         while (in && ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
             ok = fwrite(buf, 1, n, out) == n;

@@ -27,6 +27,24 @@ static sl_status db_fail(sl_idset *s, const char *doing)
                    s->db ? sqlite3_errmsg(s->db) : "out of memory");
 }
 
+/* A bind of `id` (or of a number beside it) that SQLite refused: its
+ * binding is then NULL, and the query would run on that (an insert failing
+ * as a NOT NULL breach, a lookup finding nothing: an id taken for new). */
+static sl_status bind_fail(sl_idset *s, int rc, const char *id, sqlite3_stmt *stmt)
+{
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    size_t len = strlen(id);
+    if (rc == SQLITE_TOOBIG)
+        return sl_fail(SL_ERR_IO, "the temporary database of row ids: cannot take the id "
+                       "'%.60s...' (%zu bytes): %s; an id must be under %d bytes: give the "
+                       "rows a shorter id", id, len, sqlite3_errstr(rc),
+                       sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
+    return sl_fail(rc == SQLITE_NOMEM ? SL_ERR_NOMEM : SL_ERR_IO, "the temporary database of "
+                   "row ids: cannot take the id '%.60s%s' (%zu bytes): %s", id,
+                   len > 60 ? "..." : "", len, sqlite3_errstr(rc));
+}
+
 sl_status sl_idset_open(sl_idset **out)
 {
     *out = NULL;
@@ -65,16 +83,21 @@ sl_status sl_idset_add(sl_idset *s, const char *id, int64_t input, int64_t at, b
     if (s->in_batch == 0 && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
         return db_fail(s, "start a batch");
     s->in_batch++;
-    sqlite3_bind_text(s->insert, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s->insert, 2, input);
-    sqlite3_bind_int64(s->insert, 3, at);
-    int rc = sqlite3_step(s->insert);
+    int rc = sqlite3_bind_text(s->insert, 1, id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s->insert, 2, input);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s->insert, 3, at);
+    if (rc != SQLITE_OK)
+        return bind_fail(s, rc, id, s->insert);
+    rc = sqlite3_step(s->insert);
     sqlite3_reset(s->insert);
     sqlite3_clear_bindings(s->insert);
     if (rc != SQLITE_DONE)
         return db_fail(s, "record an id");
     if (sqlite3_changes(s->db) == 0) {
-        sqlite3_bind_text(s->lookup, 1, id, -1, SQLITE_STATIC);
+        if ((rc = sqlite3_bind_text(s->lookup, 1, id, -1, SQLITE_STATIC)) != SQLITE_OK)
+            return bind_fail(s, rc, id, s->lookup);
         rc = sqlite3_step(s->lookup);
         if (rc == SQLITE_ROW) {
             *seen = true;
@@ -98,8 +121,11 @@ sl_status sl_idset_add(sl_idset *s, const char *id, int64_t input, int64_t at, b
 
 sl_status sl_idset_has(sl_idset *s, const char *id, bool *has)
 {
-    sqlite3_bind_text(s->lookup, 1, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s->lookup);
+    *has = false;
+    int rc = sqlite3_bind_text(s->lookup, 1, id, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        return bind_fail(s, rc, id, s->lookup);
+    rc = sqlite3_step(s->lookup);
     sqlite3_reset(s->lookup);
     sqlite3_clear_bindings(s->lookup);
     *has = rc == SQLITE_ROW;

@@ -26,7 +26,10 @@ sl_status sl_idset_open(sl_idset **out);
 sl_status sl_idset_add(sl_idset *s, const char *id, int64_t input, int64_t at, bool *seen,
                        int64_t *first_input, int64_t *first_at);
 
-/* *has = whether `id` was recorded (nothing is added). */
+/* *has = whether `id` was recorded (nothing is added).
+ * Both: an id SQLite cannot take (past its string limit, 1e9 bytes by
+ * default; out of memory) is an error naming it, never an id taken for
+ * new. */
 sl_status sl_idset_has(sl_idset *s, const char *id, bool *has);
 
 /* How many distinct ids the set holds. */

@@ -1004,6 +1004,7 @@ sl_status sl_ledger_part_commit_number(sl_ledger *l, long number)
         bind_bytes(l, s, 2, name); /* the rank wrote it into the same folder */
         st = step_done(l, s, "commit a part");
     }
+    sl_fault("ledger.commit", l->path); /* tests: a slow disk's sync, the write done */
     sl_free(name);
     if (st == SL_ERR_INVALID_ARG || (st == SL_OK && sqlite3_changes(l->db) != 1))
         st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no pending part %ld to commit",

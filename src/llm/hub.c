@@ -136,7 +136,7 @@ static bool read_ref(const hub_ctx *c, char *commit, size_t cap)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/refs/%s", c->cache, c->revision);
-    FILE *fp = fopen(path, "r");
+    FILE *fp = fopen(path, "re");
     if (!fp)
         return false;
     bool ok = fgets(commit, (int)cap, fp) != NULL;
@@ -156,7 +156,7 @@ static sl_status write_ref(const hub_ctx *c, const char *commit)
     *slash = '/';
     if (st != SL_OK)
         return st;
-    FILE *fp = fopen(path, "w");
+    FILE *fp = fopen(path, "we");
     if (!fp || fputs(commit, fp) < 0 || fclose(fp) != 0)
         return sl_fail(SL_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     return SL_OK;
@@ -523,7 +523,7 @@ static sl_status download(const hub_ctx *c, const char *url, const char *path, i
             else
                 sl_log(SL_LOG_WARN, "%s: %s; resuming at byte %lld (attempt %d of %d)", c->spec,
                        err, (long long)have, attempt, attempts);
-            FILE *fp = fopen(part, "ab");
+            FILE *fp = fopen(part, "abe");
             if (!fp)
                 return sl_fail(SL_ERR_IO, "%s: cannot write %s: %s", c->spec, part,
                                strerror(errno));

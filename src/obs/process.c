@@ -2,7 +2,10 @@
  * the Prometheus client libraries do, read from /proc at scrape time by
  * callback children: CPU seconds, resident and virtual memory, start time,
  * open and maximum file descriptors. Linux only; where /proc cannot be read
- * a value is NaN. */
+ * a value is NaN.
+ * CLOEXEC: a scrape runs on the server's thread while others may start a
+ * child (llama-server, a Lua stage's command); every file opened here is
+ * close-on-exec ("e"; opendir's always is), so none is inherited. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,7 +22,7 @@ enum { STAT_UTIME, STAT_STIME, STAT_STARTTIME, STAT_VSIZE, STAT_RSS, STAT_N };
 static bool read_self_stat(double out[STAT_N])
 {
     char text[1024];
-    FILE *fp = fopen("/proc/self/stat", "r");
+    FILE *fp = fopen("/proc/self/stat", "re"); /* CLOEXEC above */
     if (!fp)
         return false;
     size_t n = fread(text, 1, sizeof text - 1, fp);
@@ -64,7 +67,7 @@ static double virtual_bytes(void *user) { return stat_field(STAT_VSIZE); }
 
 static double boot_time(void)
 {
-    FILE *fp = fopen("/proc/stat", "r");
+    FILE *fp = fopen("/proc/stat", "re");
     if (!fp)
         return NAN;
     char line[256];

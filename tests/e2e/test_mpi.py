@@ -652,6 +652,64 @@ def test_every_rank_serves_metrics_and_rank_0_the_jobs(mpi, tmp_path):
     assert re.search(r"^sluice_job_ranks 2$", prom_text, re.M)
 
 
+def test_a_scrape_does_not_wait_on_rank_0s_ledger_commit(mpi, tmp_path):
+    """Rank 0's /metrics reads the job's figures from the coordinator, which
+    held its one lock across each ledger write: a scrape waited out the
+    commit (an fsync on a slow disk). With every commit held 1.5 s
+    (SLUICE_TEST_FAULTS ledger.commit), the scrapes begun inside a commit
+    answer in under half that (before: 0.9 s to 1.5 s each)."""
+    import statistics
+    import threading
+    import urllib.request
+
+    from localserver import free_ports
+    delay_s = 1.5
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 3)
+    port = free_ports(2)
+    args = [str(mpi), "caption", str(inputs), "-o", str(tmp_path / "out"), "--dry-run",
+            "--input-shard-size", "4", "--shard-rows", "4", "--show", "0",
+            "--metrics-addr", f"127.0.0.1:{port}"]
+    env = dict(mpi_env(), SLUICE_TEST_FAULTS=f"ledger.commit=sleep:{int(delay_s * 1000)}")
+    proc = subprocess.Popen(mpirun_args(2) + args, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    sleeps, err = [], []
+
+    def read_stderr():
+        for line in proc.stderr:
+            err.append(line)
+            if "test fault point ledger.commit" in line and "sleeping" in line:
+                sleeps.append(time.monotonic())
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    scrapes = []  # (start, seconds)
+    try:
+        while proc.poll() is None:
+            t = time.monotonic()
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                              timeout=30).read()
+                if b"sluice_job_rows_total" in body:
+                    scrapes.append((t, time.monotonic() - t))
+            except OSError:
+                pass  # not up yet, or gone
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
+    text = "".join(err)
+    assert proc.returncode == 0, text[-3000:]
+    assert len(sleeps) >= 3, text[-3000:]
+    # Begun inside a commit's first half (from 0.2 s before its line, which
+    # comes through mpirun a moment late): waiting, they took the rest.
+    inside = [d for t, d in scrapes if any(-0.2 <= t - s <= delay_s / 2 for s in sleeps)]
+    assert len(inside) >= 3, (len(scrapes), sleeps)
+    assert statistics.median(inside) < delay_s / 2, sorted(inside)
+    assert max(inside) < delay_s, sorted(inside)
+
+
 def test_the_jobs_shard_figures_are_gauges_of_the_shards_the_input_holds(mpi, tmp_path):
     """sluice_job_shards_handed and sluice_job_rank_shards{rank} are levels,
     not counters: a shard handed to a rank past the input's end, before the

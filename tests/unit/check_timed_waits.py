@@ -12,22 +12,16 @@ cannot be made in a test:
 
 Usage: check_timed_waits.py [SRC_DIR] (default: src/ beside tests/).
 Exit 0: all held; 1: each breach printed as FILE:LINE: why."""
-import pathlib
 import re
 import sys
 
-SRC = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else \
-    pathlib.Path(__file__).resolve().parents[2] / "src"
+from source_check import c_files, report, src_dir, strip_comments
+
+SRC = src_dir(__file__)
 
 REALTIME_WAITS = ["sem_timedwait", "sem_clockwait", "pthread_mutex_timedlock",
                   "pthread_rwlock_timedrdlock", "pthread_rwlock_timedwrlock",
                   "pthread_timedjoin_np", "cnd_timedwait", "mtx_timedlock"]
-
-
-def strip_comments(text: str) -> str:
-    """Comments blanked, lines kept (a line number stays a line number)."""
-    text = re.sub(r"/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m.group(0)), text, flags=re.S)
-    return re.sub(r"//[^\n]*", "", text)
 
 
 def cv_name(arg: str) -> str:
@@ -37,10 +31,7 @@ def cv_name(arg: str) -> str:
 
 def main() -> int:
     breaches = []
-    files = sorted(p for p in SRC.rglob("*") if p.suffix in (".c", ".h"))
-    if not files:
-        print(f"no C files under {SRC}", file=sys.stderr)
-        return 1
+    files = c_files(SRC)
     for path in files:
         text = strip_comments(path.read_text(errors="replace"))
         line = lambda pos: text.count("\n", 0, pos) + 1  # noqa: E731
@@ -67,10 +58,7 @@ def main() -> int:
             for m in re.finditer(r"\bpthread_condattr_setclock\s*\(", text):
                 breaches.append(f"{where(m.start())}: a condition variable's clock is set in "
                                 "core/clock.c (sl_cond_init_monotonic()) alone")
-    for b in breaches:
-        print(b)
-    print(f"{len(files)} files, {len(breaches)} breach(es)")
-    return 1 if breaches else 0
+    return report(SRC, files, breaches)
 
 
 if __name__ == "__main__":

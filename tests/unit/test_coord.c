@@ -4,16 +4,19 @@
  * none past the input's end; a position past the next unhanded shard
  * refused; a part recorded and committed in a real ledger, whose rows come
  * back as done with their shard on the next run, its inputs and rows
- * written counted; other settings refused at
+ * written counted; the getters (a /metrics scrape's) answering while a
+ * commit's ledger write is slow; other settings refused at
  * hello naming the key; the inputs each rank skipped as done, told at
  * FINISH, summed once per rank; malformed messages answered with an error. */
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "dist/coord.h"
@@ -323,6 +326,84 @@ static void test_parts_recorded_and_resumed_by_shard(void **state)
     tu_rmtree(dir);
 }
 
+/* A commit whose ledger write is slow (a disk's fsync), on a thread of its
+ * own as a rank's request on rank 0's server thread. */
+typedef struct slow_commit {
+    coord *c;
+    sl_status st;
+} slow_commit;
+
+static void *commit_part_1(void *arg)
+{
+    slow_commit *s = arg;
+    s->st = commit(s->c, 1, 1, 3);
+    return NULL;
+}
+
+/* What a /metrics scrape and the live page read (coord_progress and the
+ * other getters) never waits for a ledger write: with the commit's write
+ * held 1.5 s, every getter answers in under half that, shows the part not
+ * yet committed, and shows it once the commit is durable. */
+static void test_getters_do_not_wait_on_a_ledger_write(void **state)
+{
+    enum { DELAY_MS = 1500 };
+    char *dir = tu_tmpdir();
+    sl_ledger *l;
+    assert_int_equal(sl_ledger_open(dir, false, &l), SL_OK);
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    assert_int_equal(sl_ledger_reconcile(l, NULL), SL_OK);
+    coord *c = started(l, 0, 2);
+    const char *ids[] = {"a.jpg", "b.jpg", "c.jpg"};
+    int64_t shards[] = {0, 0, 1};
+    record(c, 1, "part-00001.jsonl", 1, ids, shards, 3, 3, 3, SL_OK);
+    char spec[64];
+    snprintf(spec, sizeof spec, "ledger.commit=sleep:%d", DELAY_MS);
+    assert_int_equal(sl_fault_configure(spec), 0);
+    slow_commit sc = {.c = c, .st = SL_ERR_IO}; /* until the thread says */
+    pthread_t t;
+    double began = sl_mono_s();
+    assert_int_equal(pthread_create(&t, NULL, commit_part_1, &sc), 0);
+    /* the commit's own work before the pause is milliseconds */
+    struct timespec pause = {0, 300 * 1000000L};
+    nanosleep(&pause, NULL);
+    double asked = sl_mono_s();
+    coord_counts sum;
+    coord_progress(c, &sum, NULL, NULL);
+    coord_rank cr;
+    assert_true(coord_rank_progress(c, 1, &cr));
+    long tally[COORD_TALLY_SIZE];
+    coord_tally(c, tally);
+    coord_failures failures;
+    coord_failures_get(c, &failures);
+    json_t *parts = coord_parts(c), *unfit = coord_unfit(c);
+    double waited = sl_mono_s() - asked, in_commit = sl_mono_s() - began;
+    pthread_join(t, NULL);
+    sl_fault_configure(NULL);
+    double commit_took = sl_mono_s() - began;
+    assert_int_equal(sc.st, SL_OK);
+    assert_true(commit_took >= DELAY_MS / 1000.0); /* the pause was in the commit */
+    if (waited >= DELAY_MS / 2000.0)
+        fail_msg("the getters took %.0f ms during a ledger write held %d ms", waited * 1e3,
+                 DELAY_MS);
+    assert_true(in_commit < DELAY_MS / 1000.0); /* they ran inside it */
+    assert_int_equal(sum.parts, 0); /* the part is not committed until it is durable */
+    assert_int_equal(cr.committed.parts, 0);
+    assert_int_equal(json_array_size(parts), 0);
+    json_decref(parts);
+    json_decref(unfit);
+    coord_progress(c, &sum, NULL, NULL);
+    assert_int_equal(sum.parts, 1);
+    assert_int_equal(sum.rows, 3);
+    assert_true(coord_rank_progress(c, 1, &cr));
+    assert_int_equal(cr.committed.rows, 3);
+    parts = coord_parts(c);
+    assert_int_equal(json_array_size(parts), 1);
+    json_decref(parts);
+    coord_free(c);
+    sl_ledger_free(l);
+    tu_rmtree(dir);
+}
+
 static void test_malformed_messages_get_errors(void **state)
 {
     coord *c = started(NULL, 0, 2);
@@ -396,8 +477,6 @@ static void *race(void *arg)
     return NULL;
 }
 
-/* Ranks on threads of their own (rank 0 serves on one thread, its own
- * pipeline asks on others): every shard handed out once, the counts whole. */
 /* A rank's FINISH as dist_finish sends it (coord_put_finish). */
 static reply finish_with(coord *c, int rank, sl_status status, int64_t skipped, int64_t deferred,
                          const char *unfit, wire_buf *out)
@@ -514,6 +593,38 @@ static void test_finish_sums_what_each_rank_skipped_and_deferred(void **state)
     coord_free(c);
 }
 
+/* A scrape's reads while the ranks race: each part's figures appear
+ * whole (2 rows a part) and never go back. */
+typedef struct scraper {
+    coord *c;
+    atomic_bool stop;
+    long reads;
+} scraper;
+
+static void *scrape(void *arg)
+{
+    scraper *s = arg;
+    int64_t last = 0;
+    while (!atomic_load(&s->stop)) {
+        coord_counts sum;
+        coord_progress(s->c, &sum, NULL, NULL);
+        assert_true(sum.parts >= last);
+        assert_int_equal(sum.rows, 2 * sum.parts);
+        last = sum.parts;
+        coord_rank cr;
+        assert_true(coord_rank_progress(s->c, 1, &cr));
+        long tally[COORD_TALLY_SIZE];
+        coord_tally(s->c, tally);
+        json_decref(coord_parts(s->c));
+        s->reads++;
+    }
+    return NULL;
+}
+
+/* Ranks on threads of their own (rank 0 serves on one thread, its own
+ * pipeline asks on others): every shard handed out once, the counts whole;
+ * a scrape meanwhile (the getters, under their own lock) reads each part's
+ * figures whole. */
 static void test_concurrent_ranks_take_each_shard_once(void **state)
 {
     coord *c = started(NULL, 0, RACERS);
@@ -522,7 +633,9 @@ static void test_concurrent_ranks_take_each_shard_once(void **state)
     wire_put_i64(&req, RACE_SHARDS);
     assert_int_equal(ask(c, 0, &req, &out).status, SL_OK);
     static racer racers[RACERS];
-    pthread_t threads[RACERS];
+    pthread_t threads[RACERS], reader;
+    scraper sc = {.c = c};
+    assert_int_equal(pthread_create(&reader, NULL, scrape, &sc), 0);
     for (int i = 0; i < RACERS; i++) {
         racers[i] = (racer){.c = c, .rank = i};
         assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
@@ -538,6 +651,9 @@ static void test_concurrent_ranks_take_each_shard_once(void **state)
         }
         total += racers[i].n;
     }
+    atomic_store(&sc.stop, true);
+    pthread_join(reader, NULL);
+    assert_true(sc.reads > 0);
     assert_int_equal(total, RACE_SHARDS);
     coord_counts sum;
     coord_progress(c, &sum, NULL, NULL);
@@ -660,6 +776,7 @@ int main(void)
         cmocka_unit_test(test_shards_in_order_each_once),
         cmocka_unit_test(test_hello_checks_settings),
         cmocka_unit_test(test_parts_recorded_and_resumed_by_shard),
+        cmocka_unit_test(test_getters_do_not_wait_on_a_ledger_write),
         cmocka_unit_test(test_malformed_messages_get_errors),
         cmocka_unit_test(test_finish_sums_what_each_rank_skipped_and_deferred),
         cmocka_unit_test(test_finish_merges_the_ranks_unfit_values),

@@ -1,15 +1,23 @@
 /* Unit tests: ledger/idset.c — a repeated id is found with where it was
  * first read, across transaction batches, for many ids; the cost per id is
- * printed (SLUICE_IDSET_IDS=1000000 for the figure in docs/inputs.md). */
+ * printed (SLUICE_IDSET_IDS=1000000 for the figure in docs/inputs.md); an
+ * id SQLite cannot bind is an error, never an id taken for new. */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <sqlite3.h>
+
+#include "core/error.h"
 #include "ledger/idset.h"
 
 static double now_s(void)
@@ -44,6 +52,67 @@ static void repeats_are_found_with_the_first_place(void **state)
     assert_int_equal(sl_idset_count(s), 3);
     sl_idset_free(s);
     sl_idset_free(NULL);
+}
+
+enum { CHUNK = 1 << 20 };
+
+/* A string of `n` 'x' bytes and its NUL in little memory: one 1 MiB chunk
+ * of 'x' (a memfd) mapped again and again, copy-on-write, so the NUL
+ * written at the end copies one page. Unmap with munmap(s, *mapped). */
+static char *long_id(size_t n, size_t *mapped)
+{
+    *mapped = (n + 1 + CHUNK - 1) / CHUNK * CHUNK;
+    char *s = mmap(NULL, *mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int fd = memfd_create("long-id", 0);
+    assert_true(s != MAP_FAILED && fd >= 0);
+    char *chunk = malloc(CHUNK);
+    assert_non_null(chunk);
+    memset(chunk, 'x', CHUNK);
+    assert_int_equal(write(fd, chunk, CHUNK), CHUNK);
+    free(chunk);
+    for (size_t off = 0; off < *mapped; off += CHUNK)
+        assert_true(mmap(s + off, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
+                         0) != MAP_FAILED);
+    close(fd);
+    s[n] = '\0';
+    return s;
+}
+
+/* An id SQLite refuses to bind (one byte past its string limit): before,
+ * the refused binding was NULL, so an add failed as a NOT NULL breach of
+ * the table and a lookup found nothing (an id taken for new, SL_OK); both
+ * now fail naming the id's size and the limit. */
+static void an_id_sqlite_cannot_take_is_an_error(void **state)
+{
+    sqlite3 *db; /* SQLite's limit, as a connection of its own reads it */
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    int limit = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
+    sqlite3_close(db);
+    size_t mapped, n = (size_t)limit + 1;
+    char *id = long_id(n, &mapped);
+    assert_int_equal(strlen(id), n);
+    sl_idset *s;
+    assert_int_equal(sl_idset_open(&s), SL_OK);
+    char want[96];
+    snprintf(want, sizeof want, "(%zu bytes): string or blob too big; an id must be under %d",
+             n, limit);
+    bool seen = true, has = true;
+    int64_t in, at;
+    assert_int_equal(sl_idset_add(s, id, 0, 0, &seen, &in, &at), SL_ERR_IO);
+    if (!strstr(sl_last_error(), want))
+        fail_msg("add: '%s'", sl_last_error());
+    assert_false(seen);
+    assert_int_equal(sl_idset_has(s, id, &has), SL_ERR_IO);
+    if (!strstr(sl_last_error(), want))
+        fail_msg("has: '%s'", sl_last_error());
+    assert_false(has);
+    /* the set goes on: a short id after it */
+    assert_int_equal(sl_idset_add(s, "a", 1, 2, &seen, &in, &at), SL_OK);
+    assert_int_equal(sl_idset_has(s, "a", &has), SL_OK);
+    assert_true(has);
+    assert_int_equal(sl_idset_count(s), 1);
+    sl_idset_free(s);
+    munmap(id, mapped);
 }
 
 static void many_ids_over_many_batches(void **state)
@@ -85,6 +154,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(repeats_are_found_with_the_first_place),
         cmocka_unit_test(many_ids_over_many_batches),
+        /* last: its mappings count in the peak RSS printed above (not in
+         * memory used: one 1 MiB chunk) */
+        cmocka_unit_test(an_id_sqlite_cannot_take_is_an_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

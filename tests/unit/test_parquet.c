@@ -686,6 +686,75 @@ static void writer_rejects_bad_rows(void **state)
     tu_rmtree(dir);
 }
 
+/* One row of `n` incompressible bytes in a binary column, each row its
+ * own page, under `codec`, with pages limited to LIMIT bytes
+ * (sl_pq_writer_test_page_limit, in place of the format's 2 GiB): the
+ * status of the row's append and, when that passed, of the close. */
+enum { PAGE_LIMIT = 4096 };
+
+static char page_error[512]; /* write_one_page's error message */
+
+static sl_status write_one_page(const char *dir, sl_pq_codec codec, size_t n)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/page.parquet", dir);
+    static const sl_pq_column_def col[] = {{"b", SL_PQ_BINARY, false, NULL}};
+    sl_pq_writer_params p = sl_pq_writer_default_params();
+    p.codec = codec;
+    p.page_bytes = 1; /* a page per row: the append flushes it */
+    uint8_t *bytes = malloc(n);
+    assert_non_null(bytes);
+    uint64_t x = 0x9e3779b97f4a7c15u; /* xorshift: no codec shrinks it */
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes[i] = (uint8_t)x;
+    }
+    sl_pq_writer *w;
+    assert_int_equal(sl_pq_writer_open(path, col, 1, &p, &w), SL_OK);
+    sl_pq_value v = {.ptr = bytes, .len = n};
+    sl_status st = sl_pq_writer_append(w, &v);
+    if (st == SL_OK)
+        st = sl_pq_writer_close(w);
+    snprintf(page_error, sizeof page_error, "%s", st == SL_OK ? "" : sl_last_error());
+    if (st != SL_OK && !sl_pq_writer_num_rows(w)) /* unusable after that: it says so */
+        assert_int_equal(sl_pq_writer_append(w, &v), SL_ERR_INVALID_ARG);
+    sl_pq_writer_free(w);
+    free(bytes);
+    return st;
+}
+
+/* A page's compressed size goes into its header as an i32: a page that
+ * fits before compression but not after (incompressible bytes just under
+ * the limit, grown by the codec's framing) is refused, naming the column,
+ * the codec and the size, where the size cast to i32 was written as it
+ * came (negative past 2 GiB: a corrupt file). */
+static void writer_refuses_a_page_too_large_after_compression(void **state)
+{
+    char *dir = tu_tmpdir();
+    sl_pq_writer_test_page_limit(PAGE_LIMIT);
+    /* the page body: the value's 4-byte length, then its bytes */
+    size_t fits = PAGE_LIMIT - 4;
+    assert_int_equal(write_one_page(dir, SL_PQ_UNCOMPRESSED, fits), SL_OK);
+    assert_int_equal(write_one_page(dir, SL_PQ_UNCOMPRESSED, fits + 1), SL_ERR_INVALID_ARG);
+    assert_non_null(strstr(page_error, "column 'b' exceeds 2 GiB (4097 bytes"));
+    const sl_pq_codec codecs[] = {SL_PQ_ZSTD, SL_PQ_SNAPPY, SL_PQ_GZIP};
+    for (size_t i = 0; i < sizeof codecs / sizeof *codecs; i++) {
+        assert_int_equal(write_one_page(dir, codecs[i], fits), SL_ERR_INVALID_ARG);
+        char want[128];
+        snprintf(want, sizeof want, "column 'b' exceeds 2 GiB under %s compression",
+                 sl_pq_codec_name(codecs[i]));
+        if (!strstr(page_error, want))
+            fail_msg("%s: '%s'", sl_pq_codec_name(codecs[i]), page_error);
+        assert_non_null(strstr(page_error, "4096 before"));
+        /* well under the limit, the same bytes write */
+        assert_int_equal(write_one_page(dir, codecs[i], fits / 2), SL_OK);
+    }
+    sl_pq_writer_test_page_limit(0);
+    tu_rmtree(dir);
+}
+
 static void reader_errors_name_the_file(void **state)
 {
     char *dir = tu_tmpdir();
@@ -2093,6 +2162,7 @@ int main(void)
         cmocka_unit_test(round_trip_every_codec),
         cmocka_unit_test(empty_file_and_one_row_group),
         cmocka_unit_test(writer_rejects_bad_rows),
+        cmocka_unit_test(writer_refuses_a_page_too_large_after_compression),
         cmocka_unit_test(reader_errors_name_the_file),
         cmocka_unit_test(empty_byte_arrays_in_batches),
         cmocka_unit_test(lying_sizes_are_refused_without_allocating),

@@ -37,6 +37,7 @@
  * per generated token of 100+ sequences, so host work between decodes is
  * what keeps a fast GPU idle. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <math.h>
@@ -3178,8 +3179,8 @@ static struct llama_sampler *parse_grammar(const char *gbnf, char *why, size_t w
     llama_log_set(ggml_to_sl_log, NULL); /* before any engine opens: config check */
     pthread_mutex_lock(&stderr_mu);
     fflush(stderr);
-    FILE *tmp = tmpfile();
-    int saved = tmp ? dup(STDERR_FILENO) : -1;
+    FILE *tmp = tmpfile(); /* cloexec: none; a child started now has it as stderr anyway */
+    int saved = tmp ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0) : -1;
     bool moved = saved >= 0 && dup2(fileno(tmp), STDERR_FILENO) >= 0;
     log_capture cause = {.quiet = true};
     capture = &cause;
@@ -4163,7 +4164,7 @@ static sl_status choose_template_text(llama_engine *e, const sl_llama_params *pa
     }
     /* Read up to one byte past the limit: a model file named by mistake
      * is not read whole. */
-    FILE *fp = fopen(want, "rb");
+    FILE *fp = fopen(want, "rbe");
     if (!fp) {
         int err = errno;
         builtin_template_names(names, sizeof names);
