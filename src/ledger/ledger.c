@@ -101,6 +101,55 @@ static sl_status step_done(sl_ledger *l, sqlite3_stmt *s, const char *doing)
     return SL_OK;
 }
 
+/* A text SQLite refused to bind (past its string limit, SQLITE_MAX_LENGTH:
+ * 1e9 bytes by default; out of memory) is bound as NULL, and the query
+ * would run on that: an INSERT OR IGNORE passing a row over while its part
+ * counts it, a lookup finding nothing (a row taken for not done). `len` is
+ * the text's size (SIZE_MAX: up to its NUL); `what` names it in the
+ * message and `fix` says what to change when it is too big. On a refusal
+ * the statement is reset, so one kept for reuse binds afresh. */
+static sl_status bind_text(sl_ledger *l, sqlite3_stmt *s, int at, const char *text, size_t len,
+                           const char *what, const char *fix)
+{
+    if (len == SIZE_MAX)
+        len = strlen(text);
+    int rc = sqlite3_bind_text64(s, at, text, len, SQLITE_STATIC, SQLITE_UTF8);
+    if (rc == SQLITE_OK)
+        return SL_OK;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    int shown = len > 60 ? 60 : (int)len; /* `text` may go on past len (an id's prefix) */
+    const char *cut = len > 60 ? "..." : "";
+    if (rc == SQLITE_TOOBIG)
+        return sl_fail(SL_ERR_IO, "resume ledger '%s': cannot take %s '%.*s%s' (%zu bytes): %s; "
+                       "SQLite takes at most %d bytes: %s", l->path, what, shown, text, cut, len,
+                       sqlite3_errstr(rc), sqlite3_limit(l->db, SQLITE_LIMIT_LENGTH, -1), fix);
+    return sl_fail(rc == SQLITE_NOMEM ? SL_ERR_NOMEM : SL_ERR_IO, "resume ledger '%s': cannot "
+                   "take %s '%.*s%s' (%zu bytes): %s", l->path, what, shown, text, cut, len,
+                   sqlite3_errstr(rc));
+}
+
+/* bind_text's `what` and `fix` for a row id */
+#define ROW_ID "the row id", "give the rows shorter ids"
+
+/* A number bound to parameter `at` (or NULL, when `null`): SQLite refuses
+ * one only for a parameter the statement lacks, a mistake in this file. */
+static sl_status bind_num(sl_ledger *l, sqlite3_stmt *s, int at, int64_t v, bool null)
+{
+    int rc = null ? sqlite3_bind_null(s, at) : sqlite3_bind_int64(s, at, (sqlite3_int64)v);
+    if (rc == SQLITE_OK)
+        return SL_OK;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return sl_fail(SL_ERR_IO, "resume ledger '%s': cannot bind parameter %d of '%s': %s", l->path,
+                   at, sqlite3_sql(s), sqlite3_errstr(rc));
+}
+
+static sl_status bind_int(sl_ledger *l, sqlite3_stmt *s, int at, int64_t v)
+{
+    return bind_num(l, s, at, v, false);
+}
+
 static void rollback(sl_ledger *l)
 {
     if (!sqlite3_get_autocommit(l->db))
@@ -481,8 +530,9 @@ sl_status sl_ledger_bind_near(sl_ledger *l, const char *fingerprint, const char 
     }
     sqlite3_finalize(s);
     if ((st = prepare(l, "INSERT INTO meta(key, value) VALUES('fingerprint', ?1)", &s)) == SL_OK) {
-        sqlite3_bind_text(s, 1, fingerprint, -1, SQLITE_TRANSIENT);
-        st = step_done(l, s, "store the settings");
+        if ((st = bind_text(l, s, 1, fingerprint, SIZE_MAX, "the settings",
+                            "shorten the prompt or other settings")) == SL_OK)
+            st = step_done(l, s, "store the settings");
     }
     if (st == SL_OK)
         st = exec_sql(l, "COMMIT", "store the settings");
@@ -503,8 +553,8 @@ sl_status sl_ledger_meta_get(sl_ledger *l, const char *key, char **value)
     sqlite3_stmt *s = NULL;
     sl_status st = prepare(l, "SELECT value FROM meta WHERE key = ?1", &s);
     if (st == SL_OK) {
-        sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
-        int rc = sqlite3_step(s);
+        st = bind_text(l, s, 1, key, SIZE_MAX, "the key", "use a shorter one");
+        int rc = st == SL_OK ? sqlite3_step(s) : SQLITE_DONE;
         if (rc == SQLITE_ROW) {
             const char *v = (const char *)sqlite3_column_text(s, 0);
             if (!(*value = sl_strdup(v ? v : "")))
@@ -527,9 +577,10 @@ sl_status sl_ledger_meta_set(sl_ledger *l, const char *key, const char *value)
     sqlite3_stmt *s = NULL;
     sl_status st = prepare(l, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", &s);
     if (st == SL_OK) {
-        sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(s, 2, value, -1, SQLITE_TRANSIENT);
-        st = step_done(l, s, "store the settings");
+        if ((st = bind_text(l, s, 1, key, SIZE_MAX, "the key", "use a shorter one")) == SL_OK &&
+            (st = bind_text(l, s, 2, value, SIZE_MAX, "the value", "store a shorter one")) ==
+                SL_OK)
+            st = step_done(l, s, "store the settings");
     }
     sqlite3_finalize(s);
     pthread_mutex_unlock(&l->mu);
@@ -589,10 +640,8 @@ static sl_status drop_part(sl_ledger *l, long number)
 {
     sqlite3_stmt *s = NULL;
     sl_status st = prepare(l, "DELETE FROM rows WHERE part = ?1", &s);
-    if (st == SL_OK) {
-        sqlite3_bind_int64(s, 1, number);
+    if (st == SL_OK && (st = bind_int(l, s, 1, number)) == SL_OK)
         st = step_done(l, s, "forget a part");
-    }
     sqlite3_finalize(s);
     s = NULL;
     char sql[160];
@@ -600,10 +649,9 @@ static sl_status drop_part(sl_ledger *l, long number)
                               "DELETE FROM retry_parts WHERE part = %ld", number, number);
     if (st == SL_OK)
         st = exec_sql(l, sql, "forget a part");
-    if (st == SL_OK && (st = prepare(l, "DELETE FROM parts WHERE number = ?1", &s)) == SL_OK) {
-        sqlite3_bind_int64(s, 1, number);
+    if (st == SL_OK && (st = prepare(l, "DELETE FROM parts WHERE number = ?1", &s)) == SL_OK &&
+        (st = bind_int(l, s, 1, number)) == SL_OK)
         st = step_done(l, s, "forget a part");
-    }
     sqlite3_finalize(s);
     return st;
 }
@@ -672,13 +720,10 @@ static int64_t part_file_size(const sl_ledger *l, const char *name)
 
 /* Binds parameter `at` of `s` to the size of part `name` (its file, or
  * its published object); to NULL when that is not known. */
-static void bind_bytes(sl_ledger *l, sqlite3_stmt *s, int at, const char *name)
+static sl_status bind_bytes(sl_ledger *l, sqlite3_stmt *s, int at, const char *name)
 {
     int64_t size = !name ? -1 : part_file_size(l, name);
-    if (size >= 0)
-        sqlite3_bind_int64(s, at, (sqlite3_int64)size);
-    else
-        sqlite3_bind_null(s, at);
+    return bind_num(l, s, at, size, size < 0);
 }
 
 /* Part `number`'s name (sl_free), or NULL with *st set when none. The
@@ -689,7 +734,10 @@ static char *name_of(sl_ledger *l, long number, sl_status *st)
     char *name = NULL;
     if ((*st = prepare(l, "SELECT name FROM parts WHERE number = ?1", &s)) != SL_OK)
         return NULL;
-    sqlite3_bind_int64(s, 1, number);
+    if ((*st = bind_int(l, s, 1, number)) != SL_OK) {
+        sqlite3_finalize(s);
+        return NULL;
+    }
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW && !(name = sl_strdup((const char *)sqlite3_column_text(s, 0))))
         *st = sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", l->path);
@@ -736,11 +784,10 @@ sl_status sl_ledger_reconcile(sl_ledger *l, sl_ledger_info *info)
         } else if (parts[i].state == PART_PENDING) {
             /* The crash came after the rename: the file is complete. */
             if ((st = prepare(l, "UPDATE parts SET state = 1, bytes = ?2 WHERE number = ?1",
-                              &s)) == SL_OK) {
-                sqlite3_bind_int64(s, 1, parts[i].number);
-                bind_bytes(l, s, 2, parts[i].name);
+                              &s)) == SL_OK &&
+                (st = bind_int(l, s, 1, parts[i].number)) == SL_OK &&
+                (st = bind_bytes(l, s, 2, parts[i].name)) == SL_OK)
                 st = step_done(l, s, "commit a pending part");
-            }
             sqlite3_finalize(s);
             s = NULL;
             got.parts_promoted++;
@@ -774,17 +821,33 @@ out:
     "INSERT INTO parts(number, name, state, rows, inputs, written, failed) "                   \
     "VALUES(?1, ?2, 0, ?3, ?4, ?5, ?6)"
 
+/* Binds INSERT_PART's parameters. */
+static sl_status bind_part(sl_ledger *l, sqlite3_stmt *s, long number, const char *name,
+                           int64_t rows, long inputs, long written, long failed)
+{
+    sl_status st = bind_int(l, s, 1, number);
+    if (st == SL_OK)
+        st = bind_text(l, s, 2, name, SIZE_MAX, "the part name", "use a shorter one");
+    const int64_t counts[] = {rows, inputs, written, failed};
+    for (int i = 0; st == SL_OK && i < 4; i++)
+        st = bind_int(l, s, 3 + i, counts[i]);
+    return st;
+}
+
 sl_status sl_ledger_is_done(sl_ledger *l, const char *id, bool *done)
 {
+    *done = false;
     pthread_mutex_lock(&l->mu);
-    sqlite3_bind_text(l->is_done, 1, id, -1, SQLITE_STATIC);
+    sl_status st = bind_text(l, l->is_done, 1, id, SIZE_MAX, ROW_ID);
+    if (st != SL_OK)
+        goto out;
     int rc = sqlite3_step(l->is_done);
     sqlite3_reset(l->is_done);
     sqlite3_clear_bindings(l->is_done);
-    sl_status st = SL_OK;
     *done = rc == SQLITE_ROW;
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         st = db_fail(l, SL_ERR_IO, "look up a row");
+out:
     pthread_mutex_unlock(&l->mu);
     return st;
 }
@@ -796,8 +859,8 @@ sl_status sl_ledger_has_part(sl_ledger *l, const char *name, bool *known)
     sl_status st = prepare(l, "SELECT 1 FROM parts WHERE name = ?1", &s);
     *known = false;
     if (st == SL_OK) {
-        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(s);
+        st = bind_text(l, s, 1, name, SIZE_MAX, "the part name", "use a shorter one");
+        int rc = st == SL_OK ? sqlite3_step(s) : SQLITE_DONE;
         *known = rc == SQLITE_ROW;
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
             st = db_fail(l, SL_ERR_IO, "look up a part");
@@ -819,8 +882,9 @@ sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number)
     }
     if ((st = prepare(l, "SELECT 1 FROM parts WHERE number = ?1 OR name = ?2", &s)) != SL_OK)
         goto out;
-    sqlite3_bind_int64(s, 1, number);
-    sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+    if ((st = bind_int(l, s, 1, number)) != SL_OK ||
+        (st = bind_text(l, s, 2, name, SIZE_MAX, "the part name", "use a shorter one")) != SL_OK)
+        goto out;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         st = sl_fail(SL_ERR_EXISTS, "resume ledger '%s' already holds part %ld ('%s')", l->path,
@@ -857,15 +921,12 @@ sl_status sl_ledger_part_add(sl_ledger *l, const char *id)
     } else {
         /* A repeated id (the same input listed twice) keeps its first part. */
         int err = sl_fault("ledger.add", id);
-        sqlite3_bind_text(l->add_row, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(l->add_row, 2, l->part_number);
-        st = err ? sl_fail(SL_ERR_IO, "resume ledger '%s': cannot record a row: %s", l->path,
-                           strerror(err))
-                 : step_done(l, l->add_row, "record a row");
-        if (err) {
-            sqlite3_reset(l->add_row);
-            sqlite3_clear_bindings(l->add_row);
-        }
+        if (err)
+            st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot record a row: %s", l->path,
+                         strerror(err));
+        else if ((st = bind_text(l, l->add_row, 1, id, SIZE_MAX, ROW_ID)) == SL_OK &&
+                 (st = bind_int(l, l->add_row, 2, l->part_number)) == SL_OK)
+            st = step_done(l, l->add_row, "record a row");
         if (st == SL_OK)
             l->part_rows++;
     }
@@ -882,15 +943,10 @@ sl_status sl_ledger_part_prepare(sl_ledger *l, long inputs, long written, long f
         st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no part to prepare", l->path);
         goto out;
     }
-    if ((st = prepare(l, INSERT_PART, &s)) == SL_OK) {
-        sqlite3_bind_int64(s, 1, l->part_number);
-        sqlite3_bind_text(s, 2, l->part_name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, l->part_rows);
-        sqlite3_bind_int64(s, 4, inputs);
-        sqlite3_bind_int64(s, 5, written);
-        sqlite3_bind_int64(s, 6, failed);
+    if ((st = prepare(l, INSERT_PART, &s)) == SL_OK &&
+        (st = bind_part(l, s, l->part_number, l->part_name, l->part_rows, inputs, written,
+                        failed)) == SL_OK)
         st = step_done(l, s, "record a pending part");
-    }
     if (st == SL_OK)
         st = exec_sql(l, "COMMIT", "record a pending part");
     if (st != SL_OK)
@@ -914,11 +970,10 @@ sl_status sl_ledger_part_commit(sl_ledger *l)
     }
     /* after the rename: the file's size as committed, in the same write */
     if ((st = prepare(l, "UPDATE parts SET state = 1, bytes = ?2 WHERE number = ?1", &s)) ==
-        SL_OK) {
-        sqlite3_bind_int64(s, 1, l->part_number);
-        bind_bytes(l, s, 2, l->part_name);
+        SL_OK &&
+        (st = bind_int(l, s, 1, l->part_number)) == SL_OK &&
+        (st = bind_bytes(l, s, 2, l->part_name)) == SL_OK)
         st = step_done(l, s, "commit a part");
-    }
     l->prepared = false;
 out:
     sqlite3_finalize(s);
@@ -940,8 +995,10 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
     }
     if ((st = prepare(l, "SELECT 1 FROM parts WHERE number = ?1 OR name = ?2", &known)) != SL_OK)
         goto out;
-    sqlite3_bind_int64(known, 1, number);
-    sqlite3_bind_text(known, 2, name, -1, SQLITE_STATIC);
+    if ((st = bind_int(l, known, 1, number)) != SL_OK ||
+        (st = bind_text(l, known, 2, name, SIZE_MAX, "the part name", "use a shorter one")) !=
+            SL_OK)
+        goto out;
     int rc = sqlite3_step(known);
     if (rc != SQLITE_DONE) {
         st = rc == SQLITE_ROW ? sl_fail(SL_ERR_EXISTS, "resume ledger '%s' already holds part "
@@ -957,27 +1014,19 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
     const char *id = ids;
     for (size_t i = 0; st == SL_OK && i < n; i++, id += strlen(id) + 1) {
         int err = sl_fault("ledger.add", id);
-        sqlite3_bind_text(add, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(add, 2, number);
-        if (shards[i] >= 0)
-            sqlite3_bind_int64(add, 3, shards[i]);
-        else
-            sqlite3_bind_null(add, 3);
-        st = err ? sl_fail(SL_ERR_IO, "resume ledger '%s': cannot record a row: %s", l->path,
-                           strerror(err))
-                 : step_done(l, add, "record a row");
+        if (err)
+            st = sl_fail(SL_ERR_IO, "resume ledger '%s': cannot record a row: %s", l->path,
+                         strerror(err));
+        else if ((st = bind_text(l, add, 1, id, SIZE_MAX, ROW_ID)) == SL_OK &&
+                 (st = bind_int(l, add, 2, number)) == SL_OK &&
+                 (st = bind_num(l, add, 3, shards[i], shards[i] < 0)) == SL_OK)
+            st = step_done(l, add, "record a row");
         sqlite3_reset(add);
         sqlite3_clear_bindings(add);
     }
-    if (st == SL_OK) {
-        sqlite3_bind_int64(part, 1, number);
-        sqlite3_bind_text(part, 2, name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(part, 3, (sqlite3_int64)n);
-        sqlite3_bind_int64(part, 4, inputs);
-        sqlite3_bind_int64(part, 5, written);
-        sqlite3_bind_int64(part, 6, failed);
+    if (st == SL_OK &&
+        (st = bind_part(l, part, number, name, (int64_t)n, inputs, written, failed)) == SL_OK)
         st = step_done(l, part, "record a pending part");
-    }
     if (st == SL_OK)
         st = exec_sql(l, "COMMIT", "record a pending part");
     if (st != SL_OK)
@@ -999,11 +1048,9 @@ sl_status sl_ledger_part_commit_number(sl_ledger *l, long number)
     if (st == SL_OK)
         st = prepare(l, "UPDATE parts SET state = 1, bytes = ?2 WHERE number = ?1 AND state = 0",
                      &s);
-    if (st == SL_OK) {
-        sqlite3_bind_int64(s, 1, number);
-        bind_bytes(l, s, 2, name); /* the rank wrote it into the same folder */
+    if (st == SL_OK && (st = bind_int(l, s, 1, number)) == SL_OK &&
+        (st = bind_bytes(l, s, 2, name)) == SL_OK) /* the rank wrote it into the same folder */
         st = step_done(l, s, "commit a part");
-    }
     sl_fault("ledger.commit", l->path); /* tests: a slow disk's sync, the write done */
     sl_free(name);
     if (st == SL_ERR_INVALID_ARG || (st == SL_OK && sqlite3_changes(l->db) != 1))
@@ -1022,7 +1069,7 @@ sl_status sl_ledger_shard_done(sl_ledger *l, int64_t shard,
     sl_status st = prepare(l, "SELECT r.id FROM rows r JOIN parts p ON p.number = r.part "
                               "WHERE r.shard = ?1 AND p.state = 1", &s);
     if (st == SL_OK)
-        sqlite3_bind_int64(s, 1, shard);
+        st = bind_int(l, s, 1, shard);
     int rc = SQLITE_DONE;
     while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
         st = each(user, (const char *)sqlite3_column_text(s, 0));
@@ -1090,9 +1137,9 @@ sl_status sl_ledger_each_resized(sl_ledger *l,
         for (size_t i = 0; st == SL_OK && i < n; i++) {
             if (!refs[i].unsized)
                 continue;
-            sqlite3_bind_int64(set, 1, refs[i].part.number);
-            sqlite3_bind_int64(set, 2, refs[i].part.bytes);
-            st = step_done(l, set, "record a part's size");
+            if ((st = bind_int(l, set, 1, refs[i].part.number)) == SL_OK &&
+                (st = bind_int(l, set, 2, refs[i].part.bytes)) == SL_OK)
+                st = step_done(l, set, "record a part's size");
             sqlite3_reset(set);
         }
         if (st == SL_OK)
@@ -1118,11 +1165,9 @@ sl_status sl_ledger_part_sized(sl_ledger *l, long number, int64_t bytes)
     pthread_mutex_lock(&l->mu);
     sqlite3_stmt *s = NULL;
     sl_status st = prepare(l, "UPDATE parts SET bytes = ?2 WHERE number = ?1", &s);
-    if (st == SL_OK) {
-        sqlite3_bind_int64(s, 1, number);
-        sqlite3_bind_int64(s, 2, bytes);
+    if (st == SL_OK && (st = bind_int(l, s, 1, number)) == SL_OK &&
+        (st = bind_int(l, s, 2, bytes)) == SL_OK)
         st = step_done(l, s, "record a part's size");
-    }
     sqlite3_finalize(s);
     pthread_mutex_unlock(&l->mu);
     return st;
@@ -1183,15 +1228,13 @@ sl_status sl_ledger_retry_begin(sl_ledger *l, long number, const char *ids, size
         goto out;
     const char *id = ids;
     for (size_t i = 0; st == SL_OK && i < n; i++, id += strlen(id) + 1) {
-        sqlite3_bind_int64(add, 1, number);
-        sqlite3_bind_text(add, 2, id, -1, SQLITE_STATIC);
-        st = step_done(l, add, "record a row to retry");
+        if ((st = bind_int(l, add, 1, number)) == SL_OK &&
+            (st = bind_text(l, add, 2, id, SIZE_MAX, ROW_ID)) == SL_OK)
+            st = step_done(l, add, "record a row to retry");
     }
-    if (st == SL_OK) {
-        sqlite3_bind_int64(part, 1, number);
-        sqlite3_bind_int64(part, 2, removed);
+    if (st == SL_OK && (st = bind_int(l, part, 1, number)) == SL_OK &&
+        (st = bind_int(l, part, 2, removed)) == SL_OK)
         st = step_done(l, part, "begin a retry");
-    }
     if (st == SL_OK && sqlite3_changes(l->db) != 1)
         st = sl_fail(SL_ERR_INVALID_ARG, "resume ledger '%s': no committed part %ld to retry "
                                          "rows of", l->path, number);
@@ -1217,7 +1260,7 @@ sl_status sl_ledger_retry_ids(sl_ledger *l, long number,
     sqlite3_stmt *s = NULL;
     sl_status st = prepare(l, "SELECT id FROM retry_ids WHERE part = ?1", &s);
     if (st == SL_OK)
-        sqlite3_bind_int64(s, 1, number);
+        st = bind_int(l, s, 1, number);
     int rc = SQLITE_DONE;
     while (st == SL_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
         st = each(user, (const char *)sqlite3_column_text(s, 0));
@@ -1242,7 +1285,9 @@ static sl_status forget_id(sl_ledger *l, forget_ctx *f, const char *id, size_t l
                            bool is_input, bool *gone)
 {
     *gone = false;
-    sqlite3_bind_text(f->del, 1, id, (int)len, SQLITE_STATIC);
+    sl_status st = bind_text(l, f->del, 1, id, len, ROW_ID);
+    if (st != SL_OK)
+        return st;
     int rc = sqlite3_step(f->del);
     sqlite3_int64 part = rc == SQLITE_ROW ? sqlite3_column_int64(f->del, 0) : -1;
     if (rc == SQLITE_ROW)
@@ -1254,14 +1299,18 @@ static sl_status forget_id(sl_ledger *l, forget_ctx *f, const char *id, size_t l
     if (part < 0)
         return SL_OK;
     *gone = true;
-    sqlite3_bind_int64(f->count, 1, part);
-    sqlite3_bind_int(f->count, 2, is_input);
+    if ((st = bind_int(l, f->count, 1, part)) != SL_OK ||
+        (st = bind_int(l, f->count, 2, is_input)) != SL_OK)
+        return st;
     return step_done(l, f->count, "count a part's rows");
 }
 
 static sl_status is_recorded(sl_ledger *l, forget_ctx *f, const char *id, size_t len, bool *yes)
 {
-    sqlite3_bind_text(f->has, 1, id, (int)len, SQLITE_STATIC);
+    *yes = false;
+    sl_status st = bind_text(l, f->has, 1, id, len, ROW_ID);
+    if (st != SL_OK)
+        return st;
     int rc = sqlite3_step(f->has);
     *yes = rc == SQLITE_ROW;
     sqlite3_reset(f->has);
@@ -1331,10 +1380,11 @@ sl_status sl_ledger_retry_finish(sl_ledger *l, long number)
         (st = exec_sql(l, "BEGIN IMMEDIATE", "finish a retry")) != SL_OK)
         goto out;
     /* The rows the file lost first: an older ledger's part counts its ids. */
-    sqlite3_bind_int64(written, 1, number);
-    bind_bytes(l, written, 2, name); /* the file rewritten without them */
-    st = step_done(l, written, "count a part's rows");
-    sqlite3_bind_int64(ids, 1, number);
+    if ((st = bind_int(l, written, 1, number)) == SL_OK &&
+        (st = bind_bytes(l, written, 2, name)) == SL_OK) /* the file rewritten without them */
+        st = step_done(l, written, "count a part's rows");
+    if (st == SL_OK)
+        st = bind_int(l, ids, 1, number);
     int rc = SQLITE_DONE;
     while (st == SL_OK && (rc = sqlite3_step(ids)) == SQLITE_ROW)
         st = forget_row(l, &f, (const char *)sqlite3_column_text(ids, 0));

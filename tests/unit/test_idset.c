@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "ledger/idset.h"
+#include "test_long_id.h"
 
 static double now_s(void)
 {
@@ -54,42 +55,15 @@ static void repeats_are_found_with_the_first_place(void **state)
     sl_idset_free(NULL);
 }
 
-enum { CHUNK = 1 << 20 };
-
-/* A string of `n` 'x' bytes and its NUL in little memory: one 1 MiB chunk
- * of 'x' (a memfd) mapped again and again, copy-on-write, so the NUL
- * written at the end copies one page. Unmap with munmap(s, *mapped). */
-static char *long_id(size_t n, size_t *mapped)
-{
-    *mapped = (n + 1 + CHUNK - 1) / CHUNK * CHUNK;
-    char *s = mmap(NULL, *mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int fd = memfd_create("long-id", 0);
-    assert_true(s != MAP_FAILED && fd >= 0);
-    char *chunk = malloc(CHUNK);
-    assert_non_null(chunk);
-    memset(chunk, 'x', CHUNK);
-    assert_int_equal(write(fd, chunk, CHUNK), CHUNK);
-    free(chunk);
-    for (size_t off = 0; off < *mapped; off += CHUNK)
-        assert_true(mmap(s + off, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
-                         0) != MAP_FAILED);
-    close(fd);
-    s[n] = '\0';
-    return s;
-}
-
 /* An id SQLite refuses to bind (one byte past its string limit): before,
  * the refused binding was NULL, so an add failed as a NOT NULL breach of
  * the table and a lookup found nothing (an id taken for new, SL_OK); both
  * now fail naming the id's size and the limit. */
 static void an_id_sqlite_cannot_take_is_an_error(void **state)
 {
-    sqlite3 *db; /* SQLite's limit, as a connection of its own reads it */
-    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
-    int limit = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
-    sqlite3_close(db);
+    int limit = tu_sqlite_limit();
     size_t mapped, n = (size_t)limit + 1;
-    char *id = long_id(n, &mapped);
+    char *id = tu_long_id(n, &mapped);
     assert_int_equal(strlen(id), n);
     sl_idset *s;
     assert_int_equal(sl_idset_open(&s), SL_OK);

@@ -2,7 +2,9 @@
  * crash point (a "crash" is freeing the handle mid-way: SQLite rolls back an
  * open transaction as a killed process's would be), lookups, fingerprints,
  * the lock, the counts and file size kept with each part (an older
- * ledger's too), and parts/temps helpers of io/shard.c. */
+ * ledger's too), an id SQLite cannot bind (an error, never a row passed
+ * over or taken for not done), and parts/temps helpers of io/shard.c. */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,9 +15,11 @@
 #include <sqlite3.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/fault.h"
 #include "io/shard.h"
 #include "ledger/ledger.h"
+#include "test_long_id.h"
 #include "test_util.h"
 
 static const char FP[] = "prompt\t\"Describe\"\nmax_tokens\t8\n";
@@ -759,6 +763,105 @@ static void an_output_folder_that_is_a_link_is_taken(void **state)
     tu_rmtree(dir);
 }
 
+/* The message of a call given `what` SQLite refused, of `n` bytes. */
+static void refused(sl_status st, const char *call, const char *what, size_t n, int limit)
+{
+    char head[61], want[200];
+    memset(head, 'x', 60); /* the id's first 60 bytes */
+    head[60] = '\0';
+    snprintf(want, sizeof want, "cannot take %s '%s...' (%zu bytes): string or blob too big; "
+             "SQLite takes at most %d bytes", what, head, n, limit);
+    if (st != SL_ERR_IO || !strstr(sl_last_error(), want))
+        fail_msg("%s: status %d, '%.300s'; want '%s'", call, st, sl_last_error(), want);
+}
+
+static sl_status count_id(void *user, const char *id)
+{
+    (void)id;
+    (*(int *)user)++;
+    return SL_OK;
+}
+
+/* An id one byte past SQLite's string limit: SQLite refuses to bind it,
+ * and a refused binding is NULL. Before, part_add returned SL_OK (INSERT
+ * OR IGNORE passed the NULL row over) while the part counted the row, and
+ * is_done answered SL_OK, not done; now each call that binds an id fails
+ * naming it, its size and the limit, and the ledger goes on: a part with
+ * the short ids beside it commits and counts only them. */
+static void an_id_sqlite_cannot_take_is_an_error(void **state)
+{
+    int limit = tu_sqlite_limit();
+    size_t mapped, n = (size_t)limit + 1;
+    char *id = tu_long_id(n, &mapped);
+    assert_int_equal(strlen(id), n);
+    char dir[256], dir2[256]; /* tu_tmpdir's buffer is reused */
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir());
+    snprintf(dir2, sizeof dir2, "%s", tu_tmpdir());
+    sl_ledger_info info;
+    sl_ledger *l = open_bound(dir, &info);
+
+    assert_int_equal(sl_ledger_part_begin(l, "part-00000.jsonl", 0), SL_OK);
+    assert_int_equal(sl_ledger_part_add(l, "a"), SL_OK);
+    refused(sl_ledger_part_add(l, id), "part_add", "the row id", n, limit);
+    assert_int_equal(sl_ledger_part_add(l, "b"), SL_OK);
+    assert_int_equal(sl_ledger_part_prepare(l, 2, 2, 0), SL_OK);
+    tu_write(dir, "part-00000.jsonl", "x\n", 2);
+    assert_int_equal(sl_ledger_part_commit(l), SL_OK);
+    assert_int_equal(sl_ledger_counts(l, &info), SL_OK);
+    assert_int_equal(info.parts, 1);
+    assert_int_equal(info.rows, 2); /* a and b: the refused id is not counted */
+    assert_true(done(l, "a"));
+    assert_true(done(l, "b"));
+
+    bool d = true;
+    refused(sl_ledger_is_done(l, id, &d), "is_done", "the row id", n, limit);
+    assert_false(d);
+    assert_true(done(l, "a")); /* the kept statement binds afresh */
+
+    /* an MPI rank's part: none of it recorded */
+    const char ids[] = "c";
+    int64_t shards[1] = {-1};
+    refused(sl_ledger_part_record(l, "part-00001.jsonl", 1, id, shards, 1, 1, 1, 0),
+            "part_record", "the row id", n, limit);
+    bool known = true;
+    assert_int_equal(sl_ledger_has_part(l, "part-00001.jsonl", &known), SL_OK);
+    assert_false(known);
+    assert_int_equal(sl_ledger_part_record(l, "part-00001.jsonl", 1, ids, shards, 1, 1, 1, 0),
+                     SL_OK);
+    assert_int_equal(sl_ledger_has_part(l, "part-00001.jsonl", &known), SL_OK);
+    assert_true(known);
+
+    /* a retry of part 0 with the id among its failed rows: not begun */
+    refused(sl_ledger_retry_begin(l, 0, id, 1, 1), "retry_begin", "the row id", n, limit);
+    int retries = 0;
+    assert_int_equal(sl_ledger_retry_ids(l, 0, count_id, &retries), SL_OK);
+    assert_int_equal(retries, 0);
+
+    /* the names and values bound beside ids */
+    known = true;
+    refused(sl_ledger_has_part(l, id, &known), "has_part", "the part name", n, limit);
+    assert_false(known);
+    refused(sl_ledger_part_begin(l, id, 2), "part_begin", "the part name", n, limit);
+    refused(sl_ledger_meta_set(l, "model", id), "meta_set", "the value", n, limit);
+    char *value = NULL;
+    refused(sl_ledger_meta_get(l, id, &value), "meta_get", "the key", n, limit);
+    assert_null(value);
+    assert_int_equal(sl_ledger_meta_get(l, "model", &value), SL_OK);
+    assert_null(value);
+
+    sl_ledger_free(l);
+    /* and the fingerprint, which a new ledger stores */
+    assert_int_equal(sl_ledger_open(dir2, false, &l), SL_OK);
+    refused(sl_ledger_bind(l, id, false), "bind", "the settings", n, limit);
+    assert_int_equal(sl_ledger_meta_get(l, "fingerprint", &value), SL_OK);
+    assert_null(value);
+    assert_int_equal(sl_ledger_bind(l, FP, false), SL_OK);
+    sl_ledger_free(l);
+    tu_rmtree(dir2);
+    tu_rmtree(dir);
+    munmap(id, mapped);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -780,6 +883,7 @@ int main(void)
         cmocka_unit_test(shard_helpers_find_parts_and_remove_temps),
         cmocka_unit_test(a_ledger_knows_its_parts_by_name),
         cmocka_unit_test(a_part_changed_by_hand_is_found_by_its_size),
+        cmocka_unit_test(an_id_sqlite_cannot_take_is_an_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
