@@ -7,6 +7,9 @@
  * from any thread; calls are serialized by a mutex inside. Ownership: one
  * handle from sl_ledger_open(), freed by sl_ledger_free(); strings passed in
  * are copied. Errors return a status with a message naming the ledger file.
+ * An id, name or value SQLite cannot take (past its string limit, 1e9 bytes
+ * by default; out of memory) is such an error, naming it and its size,
+ * never a row passed over or taken for not done.
  *
  * Two-phase commit of a part P (the caller's order):
  *   1. sl_ledger_part_begin(P) opens a transaction T; sl_ledger_part_add()
