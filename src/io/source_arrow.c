@@ -1430,7 +1430,7 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
                 return st;
             st = bytes ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
                                                                ArrowArrayViewIsNull(bytes, bi), one)
-                                 : sl_source_locate(value, r->base_dir, r->p, one);
+                                 : sl_source_locate(value, r->base_dir, r->p, where, one);
             sl_free(value);
             return st;
         }

@@ -848,7 +848,8 @@ static void held_bytes_are_named_where_they_are(void **state)
 {
     (void)state;
     char *dir = tu_tmpdir();
-    char tar[512], named[512], pq[512], arrow[512];
+    char tar[512], named[512], pq[512], arrow[512], man[512], cols[512];
+    static const char url[] = "data:image/jpeg;base64,SlVOSw=="; /* "JUNK" */
     snprintf(tar, sizeof tar, "%s/s.tar", dir);
     snprintf(named, sizeof named, "%s/n.tar", dir); /* every sample holds the named members */
     for (int k = 0; k < 2; k++) {
@@ -870,15 +871,21 @@ static void held_bytes_are_named_where_they_are(void **state)
         char cmd[2048];
         snprintf(cmd, sizeof cmd,
                  "'%s' -c \"import sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.ipc as ipc\n"
+                 "u = '%s'\n"
                  "t = pa.table({'id': ['p0', 'p1'], 'image': pa.array([b'AA', b'BB']),\n"
                  "              'side': pa.array([b'SS', b'TT']),\n"
-                 "              'imgs': pa.array([[b'x', b'y'], [b'z']], pa.list_(pa.binary()))})\n"
+                 "              'imgs': pa.array([[b'x', b'y'], [b'z']], pa.list_(pa.binary())),\n"
+                 "              'urls': pa.array([[u], [u, u]], pa.list_(pa.string())),\n"
+                 "              'structs': pa.array([[{'bytes': None, 'path': u}], [{'bytes': b'', 'path': u}]],\n"
+                 "                                  pa.list_(pa.struct([('bytes', pa.binary()), ('path', pa.string())]))),\n"
+                 "              'cell': pa.array([{'bytes': None, 'path': u}] * 2,\n"
+                 "                               pa.struct([('bytes', pa.binary()), ('path', pa.string())]))})\n"
                  "if sys.argv[1].endswith('.parquet'):\n"
                  "    pq.write_table(t, sys.argv[1])\n"
                  "else:\n"
                  "    with ipc.new_file(sys.argv[1], t.schema) as w:\n"
                  "        w.write_table(t)\" '%s'",
-                 py ? py : ".venv/bin/python", k ? arrow : pq);
+                 py ? py : ".venv/bin/python", url, k ? arrow : pq);
         assert_int_equal(system(cmd), 0);
     }
     char m[8][600];
@@ -907,6 +914,16 @@ static void held_bytes_are_named_where_they_are(void **state)
         for (int row = 0; row < 2; row++)
             snprintf(m[row], sizeof m[row], "%s row %d, column 'imgs'", f, row);
         names_held_bytes(f, &p, 2, (const char *const[][3]){{m[0], m[0]}, {m[1]}});
+        /* data: URLs: a list of them, a list of structs without bytes, a
+         * struct cell without bytes */
+        const char *listed[] = {"urls", "structs", "cell"};
+        for (int c = 0; c < 3; c++) {
+            p.image_column = listed[c];
+            for (int row = 0; row < 2; row++)
+                snprintf(m[row], sizeof m[row], "%s row %d, column '%s'", f, row, listed[c]);
+            names_held_bytes(f, &p, 2, c == 0 ? (const char *const[][3]){{m[0]}, {m[1], m[1]}}
+                                       : (const char *const[][3]){{m[0]}, {m[1]}});
+        }
         if (k)
             continue;
         p.image_column = "image,side";
@@ -916,6 +933,24 @@ static void held_bytes_are_named_where_they_are(void **state)
         }
         names_held_bytes(f, &p, 2, (const char *const[][3]){{m[0], m[1]}, {m[2], m[3]}});
     }
+    /* a manifest's data: URLs: a row's image, a list of them, several columns */
+    snprintf(man, sizeof man, "%s/m.jsonl", dir);
+    snprintf(cols, sizeof cols, "%s/c.jsonl", dir);
+    FILE *mf = fopen(man, "w"), *cf = fopen(cols, "w");
+    assert_non_null(mf);
+    assert_non_null(cf);
+    fprintf(mf, "{\"id\": \"r0\", \"images\": [\"%s\", \"%s\"]}\n{\"id\": \"r1\", \"image\": \"%s\"}\n",
+            url, url, url);
+    fprintf(cf, "{\"left\": \"%s\", \"right\": \"%s\"}\n", url, url);
+    assert_int_equal(fclose(mf), 0);
+    assert_int_equal(fclose(cf), 0);
+    p = sl_source_default_params();
+    snprintf(m[0], sizeof m[0], "%s:1: column 'images'", man);
+    snprintf(m[1], sizeof m[1], "%s:2: column 'image'", man);
+    names_held_bytes(man, &p, 2, (const char *const[][3]){{m[0], m[0]}, {m[1]}});
+    p.image_column = "left,right";
+    snprintf(m[0], sizeof m[0], "%s:1", cols);
+    names_held_bytes(cols, &p, 1, (const char *const[][3]){{m[0], m[0]}});
     tu_rmtree(dir);
 }
 
