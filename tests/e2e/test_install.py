@@ -386,3 +386,12 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
     assert "removing it" not in r.stderr, r.stderr
     assert (root / "build" / "objects-of-this-cpu").exists()
     assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    # a build folder of the script before it noted the CPU: compiled on any
+    # node of the cache, so not built on (its objects kept under this CPU's
+    # name, as for another CPU's folder above)
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / ".sluice-cpu-flags").unlink()
+    r = script()
+    assert "does not say which CPU compiled it" in r.stderr, r.stderr
+    assert not (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
