@@ -112,11 +112,16 @@ fi
 # shared over NFS by nodes of other CPUs). A build folder another CPU
 # compiled into (a stamp removed on another node) is removed first: cmake
 # would keep its objects (the flags' text, -march=native, is the same)
-# and the prefix would name this CPU for that one's code. Empty where
-# /proc/cpuinfo names no flags (not x86): nothing to check then.
+# and the prefix would name this CPU for that one's code. So is one with no
+# note (an older script's build folder, whose CPU is unknown), as this runs
+# only when the prefix is rebuilt anyway. Empty where /proc/cpuinfo names no
+# flags (not x86): nothing to check then.
 if [ "$flavor" = cpu ]; then
     cpu_flags=$(grep -m1 '^flags[[:space:]]*:' /proc/cpuinfo || true)
-    if [ -f "$root/build/.sluice-cpu-flags" ] &&
+    if [ -d "$root/build" ] && [ ! -f "$root/build/.sluice-cpu-flags" ]; then
+        say "$root/build does not say which CPU compiled it (an older scripts/llama-cpp.sh's): removing it to compile for this one"
+        rm -rf "$root/build"
+    elif [ -f "$root/build/.sluice-cpu-flags" ] &&
        [ "$(cat "$root/build/.sluice-cpu-flags")" != "$cpu_flags" ]; then
         say "$root/build was compiled on a CPU with other flags: removing it to compile for this one"
         rm -rf "$root/build"

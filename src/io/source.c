@@ -124,7 +124,7 @@ static char *join_in_bucket(const char *base_dir, size_t bl, const char *value)
 }
 
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
-                           sl_source_item *item)
+                           const char *where, sl_source_item *item)
 {
     char scheme[16];
     sl_url_scheme(value, scheme);
@@ -170,6 +170,8 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
             return sl_source_item_fail(item, "a data: URL image of %zu bytes, over the limit of %zu "
                                              "(--max-item-bytes)", len, p->max_item_bytes);
         }
+        if (where && !(item->name = sl_strdup(where)))
+            return sl_fail(SL_ERR_NOMEM, "out of memory decoding a data: URL");
         return SL_OK;
     } else {
         return sl_source_item_fail(item, "'%.200s': URL scheme '%s' is not supported (http, https, "
@@ -226,7 +228,7 @@ sl_status sl_source_locate_unembedded(const char *value, const char *base_dir,
                                       const sl_source_params *p, const char *where,
                                       bool null_bytes, sl_source_item *item)
 {
-    sl_status st = sl_source_locate(value, base_dir, p, item);
+    sl_status st = sl_source_locate(value, base_dir, p, where, item);
     char scheme[16];
     if (st != SL_OK || item->error || !item->path)
         return st;
@@ -257,10 +259,11 @@ sl_status sl_source_locate_list(const char *const *values, size_t n, const char 
     item->n_images = n;
     for (size_t i = 0; i < n; i++) {
         sl_source_item one = {0};
-        sl_status st = sl_source_locate(values[i], base_dir, p, &one);
+        sl_status st = sl_source_locate(values[i], base_dir, p, where, &one);
         item->images[i].path = one.path;
         item->images[i].data = one.data;
         item->images[i].len = one.len;
+        item->images[i].name = one.name;
         if (st != SL_OK || one.error) {
             st = st == SL_OK ? sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, i + 1,
                                                    n, one.error)
@@ -1294,8 +1297,11 @@ static sl_status manifest_item(source_reader *r, json_t *row, const char *raw_im
     else if (!*value)
         st = sl_source_item_fail(item, "%s:%ld: column '%s' is empty: no image path or URL",
                                  r->file, line, image_key);
-    else
-        st = sl_source_locate(value, r->base_dir, p, item);
+    else {
+        char where[1024];
+        snprintf(where, sizeof where, "%s:%ld: column '%s'", r->file, line, image_key);
+        st = sl_source_locate(value, r->base_dir, p, where, item);
+    }
     /* A single image is the output's `path`; a list passes through, as the
      * output has no other place for its paths. */
     if (image && !json_is_array(image))

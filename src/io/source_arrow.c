@@ -1430,7 +1430,7 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
                 return st;
             st = bytes ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
                                                                ArrowArrayViewIsNull(bytes, bi), one)
-                                 : sl_source_locate(value, r->base_dir, r->p, one);
+                                 : sl_source_locate(value, r->base_dir, r->p, where, one);
             sl_free(value);
             return st;
         }
@@ -1461,9 +1461,11 @@ static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
         snprintf(at, sizeof at, "%s, image %zu of %zu", where, k + 1, n);
         sl_source_item one = {0};
         sl_status st = one_image(r, s->children[0], v->children[0], lo + (int64_t)k, at, &one);
-        if (one.name) { /* the decode says which image; a message without one names the row */
+        if (st == SL_OK && one.name) { /* the decode says which image */
             sl_free(one.name);
-            one.name = sl_strdup(where);
+            /* a name lost here would be a message naming the row id alone */
+            if (!(one.name = sl_strdup(where)))
+                st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
         }
         item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
         if (st == SL_OK && one.error)

@@ -49,9 +49,12 @@ extern const char *const sl_source_auto_image_columns[];
 extern const size_t sl_source_n_auto_image_columns;
 
 /* Sets item->path from a manifest/Parquet value: a path relative to
- * base_dir, an http(s) URL, or (allowed) a file:// URL; else item->error. */
+ * base_dir, an http(s) URL, or (allowed) a file:// URL; item->data from a
+ * data: URL, item->name then `where` (the file, row or line and column:
+ * the bytes are the input's, named where they are, as a tar member's), or
+ * NULL; else item->error. */
 sl_status sl_source_locate(const char *value, const char *base_dir, const sl_source_params *p,
-                           sl_source_item *item);
+                           const char *where, sl_source_item *item);
 
 /* A Parquet or Arrow string cell s[0..n) (a path or URL) as a C string for
  * sl_source_locate, in *out (the caller frees it). A NUL byte in it would

@@ -478,9 +478,11 @@ static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, 
                                            (size_t)(pv->offsets[e + 1] - pv->offsets[e]), where,
                                            &one, &value);
         if (st == SL_OK && value)
-            st = sl_source_locate(value, r->base_dir, r->p, &one);
+            st = sl_source_locate(value, r->base_dir, r->p, where, &one);
         sl_free(value);
-        item->images[k].path = one.path;
+        /* a data: URL's bytes too: left in `one`, they leaked, and the
+         * image held neither bytes nor a path */
+        item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
         if (st == SL_OK && one.error)
             st = sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, k + 1, n, one.error);
         sl_free(one.error);
@@ -658,7 +660,7 @@ static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, in
             return st;
         st = bv ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
                                                         !bv->valid[i], item)
-                          : sl_source_locate(value, r->base_dir, r->p, item);
+                          : sl_source_locate(value, r->base_dir, r->p, where, item);
         sl_free(value);
         return st;
     }

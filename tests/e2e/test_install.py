@@ -229,12 +229,13 @@ def skip_unless_native_build(llama_prefix: pathlib.Path) -> None:
 
 
 def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=REPO,
-                          linked=False):
+                          linked=False, build_folder=True):
     """sluice configured (only) against a stand-in for llama_prefix: a
     folder of links to its files, beside a link to its build folder's
     CMakeCache.txt (whether it is GGML_NATIVE) and to its sources, holding
     cpu_flags as its .sluice-cpu-flags (none where None). The real prefix
-    is not touched; linked: named to cmake by a symbolic link to it.
+    is not touched; linked: named to cmake by a symbolic link to it;
+    build_folder False: none beside it (removed after the build).
     Returns (cmake's output, SL_LLAMA_CPU_FLAGS's words)."""
     root = tmp_path / "llama"
     prefix = root / "prefix"
@@ -243,8 +244,10 @@ def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=
         for f in (llama_prefix / sub).iterdir():
             (prefix / sub / f.name).symlink_to(f)
     (prefix / ".sluice-complete").symlink_to(llama_prefix / ".sluice-complete")
-    (root / "build").mkdir()
-    (root / "build" / "CMakeCache.txt").symlink_to(llama_prefix.parent / "build" / "CMakeCache.txt")
+    if build_folder:
+        (root / "build").mkdir()
+        (root / "build" / "CMakeCache.txt").symlink_to(llama_prefix.parent / "build" /
+                                                       "CMakeCache.txt")
     if (llama_prefix.parent / "src").is_dir():
         (root / "src").symlink_to(llama_prefix.parent / "src")
     if cpu_flags is not None:
@@ -288,6 +291,16 @@ def test_the_cpu_flags_are_the_compiling_machines_not_the_configuring_ones(sluic
     out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "older", None)
     assert "has no .sluice-cpu-flags" in out and "this machine's SIMD flags are taken" in out, out
     assert flags and set(flags) <= set(here), (flags, here)
+    # its build folder removed (the prefix is all sluice needs): the file,
+    # written for a GGML_NATIVE build alone, says what to check (nothing was)
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "no-build",
+                                       "flags\t\t: fpu sse2 lm " + " ".join(theirs) + "\n",
+                                       build_folder=False)
+    assert flags == theirs, out
+    # without either, nothing: not a GGML_NATIVE build as far as anyone can tell
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "neither", None,
+                                       build_folder=False)
+    assert flags == [] and "has no .sluice-cpu-flags" not in out, out
 
 
 def test_the_simd_flags_checked_are_cmake_llama_simd_flags_txts(sluice_bin, llama_prefix,
@@ -385,4 +398,13 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
     r = script()
     assert "removing it" not in r.stderr, r.stderr
     assert (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    # a build folder of the script before it noted the CPU: compiled on any
+    # node of the cache, so not built on (its objects kept under this CPU's
+    # name, as for another CPU's folder above)
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / ".sluice-cpu-flags").unlink()
+    r = script()
+    assert "does not say which CPU compiled it" in r.stderr, r.stderr
+    assert not (root / "build" / "objects-of-this-cpu").exists()
     assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"

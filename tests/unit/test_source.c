@@ -3,7 +3,8 @@
  * relative paths, ids, a byte order mark, an empty image cell), folder globs, counts that match the items, ids from
  * the inputs' common folder, one file read twice refused, and manifest lines
  * past their limits failing alone, and a tar, a manifest, a Parquet or an
- * Arrow file whose read fails midway ending a run that shares its items out. */
+ * Arrow file whose read fails midway ending a run that shares its items out,
+ * and image bytes the input holds named where they are, out of memory too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -778,6 +779,181 @@ static void a_manifest_parquet_or_arrow_read_error_midway_ends_a_run_sharing_ite
     tu_rmtree(dir);
 }
 
+/* Reads `input` whole with allocation n failing, for n = 0, 1, ... until a
+ * read is whole: each read that succeeds, its items without error, names
+ * every image's bytes as want[] says (an item's image, or its list's, in
+ * order; NULL: a path, no bytes), since a name lost to an allocation that
+ * failed is an error message naming the wrong thing. */
+static void names_held_bytes(const char *input, const sl_source_params *p, size_t n_items,
+                             const char *const want[][3])
+{
+    bool whole = false;
+    for (long k = 0; !whole && k < 100000; k++) {
+        sl_alloc_fail_after(k);
+        const char *inputs[] = {input};
+        sl_source *src = NULL;
+        sl_status st = sl_source_open(inputs, 1, p, &src);
+        size_t got = 0, failed = 0;
+        const char *names[8][3] = {{0}};
+        bool held[8][3] = {{0}};
+        char *copies[8][3] = {{0}};
+        for (bool done = false; st == SL_OK && !done;) {
+            sl_source_item it = {0};
+            st = sl_source_next(src, &it, &done);
+            if (st == SL_OK && !done && got < 8) {
+                failed += it.error != NULL;
+                if (it.data) {
+                    held[got][0] = true;
+                    copies[got][0] = it.name ? strdup(it.name) : NULL;
+                }
+                for (size_t i = 0; i < it.n_images && i < 3; i++)
+                    if (it.images[i].data) {
+                        held[got][i] = true;
+                        copies[got][i] = it.images[i].name ? strdup(it.images[i].name) : NULL;
+                    }
+            }
+            got += st == SL_OK && !done;
+            sl_source_item_clear(&it);
+        }
+        sl_source_free(src);
+        sl_alloc_fail_after(-1);
+        if (st == SL_OK && failed == 0) {
+            assert_int_equal(got, n_items);
+            for (size_t i = 0; i < n_items; i++)
+                for (size_t j = 0; j < 3; j++) {
+                    names[i][j] = copies[i][j];
+                    if (!want[i][j]) {
+                        assert_false(held[i][j]);
+                        continue;
+                    }
+                    if (!held[i][j] || !names[i][j] || strcmp(names[i][j], want[i][j]) != 0)
+                        fail_msg("%s, allocation %ld failing: item %zu, image %zu named '%s', not "
+                                 "'%s'", input, k, i, j, names[i][j] ? names[i][j] : "(none)",
+                                 want[i][j]);
+                }
+        }
+        for (size_t i = 0; i < 8; i++)
+            for (size_t j = 0; j < 3; j++)
+                free(copies[i][j]);
+        whole = st == SL_OK && failed == 0;
+    }
+    assert_true(whole);
+}
+
+/* Image bytes the input holds (a tar member, a Parquet or Arrow cell, one
+ * or a list or several columns) carry where they were (sl_source_item.name,
+ * sl_source_image.name), for the decode's message; with any one allocation
+ * failing, a read either fails or names them all (ASan: nothing leaks). */
+static void held_bytes_are_named_where_they_are(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char tar[512], named[512], pq[512], arrow[512], man[512], cols[512];
+    static const char url[] = "data:image/jpeg;base64,SlVOSw=="; /* "JUNK" */
+    snprintf(tar, sizeof tar, "%s/s.tar", dir);
+    snprintf(named, sizeof named, "%s/n.tar", dir); /* every sample holds the named members */
+    for (int k = 0; k < 2; k++) {
+        struct archive *a = archive_write_new();
+        archive_write_set_format_pax_restricted(a);
+        assert_int_equal(archive_write_open_filename(a, k ? named : tar), ARCHIVE_OK);
+        if (!k) {
+            tar_add(a, "a.jpg", "AAAA");
+            tar_add(a, "a.txt", "caption");
+        }
+        tar_add(a, "c.left.jpg", "LLLL");
+        tar_add(a, "c.right.jpg", "RRRR");
+        archive_write_close(a);
+        archive_write_free(a);
+    }
+    for (int k = 0; k < 2; k++) {
+        snprintf(k ? arrow : pq, sizeof pq, "%s/t.%s", dir, k ? "arrow" : "parquet");
+        const char *py = getenv("SLUICE_PYTHON");
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd,
+                 "'%s' -c \"import sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.ipc as ipc\n"
+                 "u = '%s'\n"
+                 "t = pa.table({'id': ['p0', 'p1'], 'image': pa.array([b'AA', b'BB']),\n"
+                 "              'side': pa.array([b'SS', b'TT']),\n"
+                 "              'imgs': pa.array([[b'x', b'y'], [b'z']], pa.list_(pa.binary())),\n"
+                 "              'urls': pa.array([[u], [u, u]], pa.list_(pa.string())),\n"
+                 "              'structs': pa.array([[{'bytes': None, 'path': u}], [{'bytes': b'', 'path': u}]],\n"
+                 "                                  pa.list_(pa.struct([('bytes', pa.binary()), ('path', pa.string())]))),\n"
+                 "              'cell': pa.array([{'bytes': None, 'path': u}] * 2,\n"
+                 "                               pa.struct([('bytes', pa.binary()), ('path', pa.string())]))})\n"
+                 "if sys.argv[1].endswith('.parquet'):\n"
+                 "    pq.write_table(t, sys.argv[1])\n"
+                 "else:\n"
+                 "    with ipc.new_file(sys.argv[1], t.schema) as w:\n"
+                 "        w.write_table(t)\" '%s'",
+                 py ? py : ".venv/bin/python", url, k ? arrow : pq);
+        assert_int_equal(system(cmd), 0);
+    }
+    char m[8][600];
+    sl_source_params p = sl_source_default_params();
+    /* the tar: a sample's first image; one member named; two */
+    snprintf(m[0], sizeof m[0], "%s: member 'a.jpg'", tar);
+    snprintf(m[1], sizeof m[1], "%s: member 'c.left.jpg'", tar);
+    names_held_bytes(tar, &p, 2, (const char *const[][3]){{m[0]}, {m[1]}});
+    snprintf(m[1], sizeof m[1], "%s: member 'c.left.jpg'", named);
+    snprintf(m[2], sizeof m[2], "%s: member 'c.right.jpg'", named);
+    p.image_column = "left.jpg,right.jpg";
+    names_held_bytes(named, &p, 1, (const char *const[][3]){{m[1], m[2]}});
+    p.image_column = "right.jpg";
+    names_held_bytes(named, &p, 1, (const char *const[][3]){{m[2]}});
+    /* a Parquet and an Arrow file: one column, a list (each image the
+     * row's cell: the decode's message adds which), and for Parquet two */
+    for (int k = 0; k < 2; k++) {
+        const char *f = k ? arrow : pq;
+        p = sl_source_default_params();
+        p.id_column = "id";
+        p.image_column = "image";
+        for (int row = 0; row < 2; row++)
+            snprintf(m[row], sizeof m[row], "%s row %d, column 'image'", f, row);
+        names_held_bytes(f, &p, 2, (const char *const[][3]){{m[0]}, {m[1]}});
+        p.image_column = "imgs";
+        for (int row = 0; row < 2; row++)
+            snprintf(m[row], sizeof m[row], "%s row %d, column 'imgs'", f, row);
+        names_held_bytes(f, &p, 2, (const char *const[][3]){{m[0], m[0]}, {m[1]}});
+        /* data: URLs: a list of them, a list of structs without bytes, a
+         * struct cell without bytes */
+        const char *listed[] = {"urls", "structs", "cell"};
+        for (int c = 0; c < 3; c++) {
+            p.image_column = listed[c];
+            for (int row = 0; row < 2; row++)
+                snprintf(m[row], sizeof m[row], "%s row %d, column '%s'", f, row, listed[c]);
+            names_held_bytes(f, &p, 2, c == 0 ? (const char *const[][3]){{m[0]}, {m[1], m[1]}}
+                                       : (const char *const[][3]){{m[0]}, {m[1]}});
+        }
+        if (k)
+            continue;
+        p.image_column = "image,side";
+        for (int row = 0; row < 2; row++) {
+            snprintf(m[2 * row], sizeof m[0], "%s row %d, column 'image'", f, row);
+            snprintf(m[2 * row + 1], sizeof m[0], "%s row %d, column 'side'", f, row);
+        }
+        names_held_bytes(f, &p, 2, (const char *const[][3]){{m[0], m[1]}, {m[2], m[3]}});
+    }
+    /* a manifest's data: URLs: a row's image, a list of them, several columns */
+    snprintf(man, sizeof man, "%s/m.jsonl", dir);
+    snprintf(cols, sizeof cols, "%s/c.jsonl", dir);
+    FILE *mf = fopen(man, "w"), *cf = fopen(cols, "w");
+    assert_non_null(mf);
+    assert_non_null(cf);
+    fprintf(mf, "{\"id\": \"r0\", \"images\": [\"%s\", \"%s\"]}\n{\"id\": \"r1\", \"image\": \"%s\"}\n",
+            url, url, url);
+    fprintf(cf, "{\"left\": \"%s\", \"right\": \"%s\"}\n", url, url);
+    assert_int_equal(fclose(mf), 0);
+    assert_int_equal(fclose(cf), 0);
+    p = sl_source_default_params();
+    snprintf(m[0], sizeof m[0], "%s:1: column 'images'", man);
+    snprintf(m[1], sizeof m[1], "%s:2: column 'image'", man);
+    names_held_bytes(man, &p, 2, (const char *const[][3]){{m[0], m[0]}, {m[1]}});
+    p.image_column = "left,right";
+    snprintf(m[0], sizeof m[0], "%s:1", cols);
+    names_held_bytes(cols, &p, 1, (const char *const[][3]){{m[0], m[0]}});
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -794,6 +970,7 @@ int main(void)
         cmocka_unit_test(parquet_list_columns_give_images),
         cmocka_unit_test(a_tar_read_error_midway_ends_a_run_sharing_items),
         cmocka_unit_test(a_manifest_parquet_or_arrow_read_error_midway_ends_a_run_sharing_items),
+        cmocka_unit_test(held_bytes_are_named_where_they_are),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
