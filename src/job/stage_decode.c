@@ -245,6 +245,13 @@ static bool is_local_video(const char *path, const local_peek *pk)
     return sl_video_path_is_video(path) && !sl_sniff_image_format(pk->head, pk->got);
 }
 
+/* What a decode error calls the row's bytes: where the input held them,
+ * else the file or URL read, else the row id. */
+static const char *bytes_called(const caption_row *r)
+{
+    return r->data_name ? r->data_name : r->path ? r->path : r->rel;
+}
+
 /* Samples the row's video into r->media: frames for the llama engine (taken
  * from the video, not copied), their JPEGs for an HTTP one; the dimensions
  * are the frames' (and the video's as stored), the format the container's. */
@@ -254,7 +261,7 @@ static sl_status decode_video(job *j, sl_row *row, caption_row *r, const sl_vide
     sl_video_params vp = p->video;
     vp.image = p->image;
     sl_video *v = NULL;
-    const char *name = r->data_name ? r->data_name : r->path ? r->path : r->rel;
+    const char *name = bytes_called(r);
     sl_status st = io        ? sl_video_load_io(io, name, &vp, &v)
                    : r->data ? sl_video_decode(r->data, r->len, name, &vp, &v)
                              : sl_video_load_file(r->path, &vp, &v);
@@ -508,9 +515,7 @@ static void decode_row(job *j, sl_row *row)
         return;
     }
     if (st == SL_OK)
-        st = r->data ? sl_image_decode(r->data, r->len,
-                                       r->data_name ? r->data_name : r->path ? r->path : r->rel,
-                                       &j->p->image, &r->image)
+        st = r->data ? sl_image_decode(r->data, r->len, bytes_called(r), &j->p->image, &r->image)
                      : load_local_image(r, r->path, &j->p->image, &r->image);
     if (r->data)
         r->format = job_image_format(r->data, r->len);

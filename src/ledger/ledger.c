@@ -131,6 +131,8 @@ static sl_status bind_text(sl_ledger *l, sqlite3_stmt *s, int at, const char *te
 
 /* bind_text's `what` and `fix` for a row id */
 #define ROW_ID "the row id", "give the rows shorter ids"
+/* and for a part's file name */
+#define PART_NAME "the part name", "use a shorter one"
 
 /* A number bound to parameter `at` (or NULL, when `null`): SQLite refuses
  * one only for a parameter the statement lacks, a mistake in this file. */
@@ -827,7 +829,7 @@ static sl_status bind_part(sl_ledger *l, sqlite3_stmt *s, long number, const cha
 {
     sl_status st = bind_int(l, s, 1, number);
     if (st == SL_OK)
-        st = bind_text(l, s, 2, name, SIZE_MAX, "the part name", "use a shorter one");
+        st = bind_text(l, s, 2, name, SIZE_MAX, PART_NAME);
     const int64_t counts[] = {rows, inputs, written, failed};
     for (int i = 0; st == SL_OK && i < 4; i++)
         st = bind_int(l, s, 3 + i, counts[i]);
@@ -859,7 +861,7 @@ sl_status sl_ledger_has_part(sl_ledger *l, const char *name, bool *known)
     sl_status st = prepare(l, "SELECT 1 FROM parts WHERE name = ?1", &s);
     *known = false;
     if (st == SL_OK) {
-        st = bind_text(l, s, 1, name, SIZE_MAX, "the part name", "use a shorter one");
+        st = bind_text(l, s, 1, name, SIZE_MAX, PART_NAME);
         int rc = st == SL_OK ? sqlite3_step(s) : SQLITE_DONE;
         *known = rc == SQLITE_ROW;
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -883,7 +885,7 @@ sl_status sl_ledger_part_begin(sl_ledger *l, const char *name, long number)
     if ((st = prepare(l, "SELECT 1 FROM parts WHERE number = ?1 OR name = ?2", &s)) != SL_OK)
         goto out;
     if ((st = bind_int(l, s, 1, number)) != SL_OK ||
-        (st = bind_text(l, s, 2, name, SIZE_MAX, "the part name", "use a shorter one")) != SL_OK)
+        (st = bind_text(l, s, 2, name, SIZE_MAX, PART_NAME)) != SL_OK)
         goto out;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
@@ -996,7 +998,7 @@ sl_status sl_ledger_part_record(sl_ledger *l, const char *name, long number, con
     if ((st = prepare(l, "SELECT 1 FROM parts WHERE number = ?1 OR name = ?2", &known)) != SL_OK)
         goto out;
     if ((st = bind_int(l, known, 1, number)) != SL_OK ||
-        (st = bind_text(l, known, 2, name, SIZE_MAX, "the part name", "use a shorter one")) !=
+        (st = bind_text(l, known, 2, name, SIZE_MAX, PART_NAME)) !=
             SL_OK)
         goto out;
     int rc = sqlite3_step(known);
