@@ -1167,6 +1167,21 @@ static sl_status check_state_owner(job *j)
     return st;
 }
 
+/* The keys an older sluice kept as "" for what leaving the flag out means,
+ * each as today's form holds it without the flag: system_prompt null, no
+ * chat_template line (now NULL). */
+static const struct {
+    const char *key, *now;
+} empty_keys[] = {{"system_prompt", "null"}, {"chat_template", NULL}};
+enum { N_EMPTY_KEYS = sizeof empty_keys / sizeof empty_keys[0] };
+
+/* "\nKEY\tVALUE\n" into line[cap]: its length, as found in a fingerprint
+ * (never its first line). */
+static int key_line(char *line, size_t cap, const char *key, const char *value)
+{
+    return snprintf(line, cap, "\n%s\t%s\n", key, value);
+}
+
 /* An older sluice's fingerprint with `system_prompt ""` and
  * `chat_template ""` as null, or NULL when it holds neither: before
  * 2026-12-05 an empty --system or --chat-template was taken (and kept as
@@ -1176,23 +1191,20 @@ static sl_status check_state_owner(job *j)
  * has, where no flag reads the column "prompt". */
 static char *empty_as_null(const char *old)
 {
-    /* as today's form holds each without the flag: system_prompt null, no
-     * chat_template line */
-    static const struct { const char *key, *now; } keys[] = {{"system_prompt", "null"},
-                                                            {"chat_template", NULL}};
     if (strstr(old, "\nfingerprint_form\t"))
         return NULL; /* today's: "" cannot be given */
     char *text = sl_strdup(old);
     bool changed = false;
-    for (size_t i = 0; text && i < sizeof keys / sizeof keys[0]; i++) {
+    for (size_t i = 0; text && i < N_EMPTY_KEYS; i++) {
         char line[64];
-        int n = snprintf(line, sizeof line, "\n%s\t\"\"\n", keys[i].key);
+        int n = key_line(line, sizeof line, empty_keys[i].key, "\"\"");
         char *at = strstr(text, line);
         if (!at)
             continue;
-        char *next = keys[i].now ? sl_asprintf("%.*s\n%s\t%s\n%s", (int)(at - text), text,
-                                               keys[i].key, keys[i].now, at + n)
-                                 : sl_asprintf("%.*s\n%s", (int)(at - text), text, at + n);
+        char *next = empty_keys[i].now
+                         ? sl_asprintf("%.*s\n%s\t%s\n%s", (int)(at - text), text,
+                                       empty_keys[i].key, empty_keys[i].now, at + n)
+                         : sl_asprintf("%.*s\n%s", (int)(at - text), text, at + n);
         sl_free(text);
         text = next;
         changed = true;
@@ -1206,27 +1218,31 @@ static char *empty_as_null(const char *old)
 
 /* `form` (today's job in an older sluice's form, which did not match) as
  * that sluice wrote it with --system '' and --chat-template '', where `old`
- * holds them so: the refusal's comparison then names only what the user
- * changed, not the two keys empty_as_null reads as left out. Consumes
- * `form`; NULL on NOMEM. */
+ * holds them so: empty_as_null the other way, so that the refusal's
+ * comparison names only what the user changed, not the keys empty_as_null
+ * reads as left out. Consumes `form`; NULL on NOMEM. */
 static char *null_as_empty(char *form, const char *old)
 {
-    if (!form)
-        return NULL;
-    if (strstr(old, "\nsystem_prompt\t\"\"\n")) {
-        char *at = strstr(form, "\nsystem_prompt\tnull\n");
-        if (at) {
-            char *next = sl_asprintf("%.*s\nsystem_prompt\t\"\"\n%s", (int)(at - form), form,
-                                     at + strlen("\nsystem_prompt\tnull\n"));
-            sl_free(form);
-            if (!(form = next))
-                return NULL;
+    for (size_t i = 0; form && i < N_EMPTY_KEYS; i++) {
+        const char *key = empty_keys[i].key, *now = empty_keys[i].now;
+        char empty[64], left_out[64];
+        key_line(empty, sizeof empty, key, "\"\"");
+        if (!strstr(old, empty))
+            continue;
+        char *next;
+        if (now) { /* the value the flag left out has today, where the form holds it */
+            int n = key_line(left_out, sizeof left_out, key, now);
+            char *at = strstr(form, left_out);
+            if (!at)
+                continue;
+            next = sl_asprintf("%.*s%s%s", (int)(at - form), form, empty, at + n);
+        } else { /* a key today's form leaves out: added, where it has none */
+            snprintf(left_out, sizeof left_out, "\n%s\t", key);
+            if (strstr(form, left_out))
+                continue;
+            size_t n = strlen(form);
+            next = sl_asprintf("%s%s", form, !n || form[n - 1] == '\n' ? empty + 1 : empty);
         }
-    }
-    if (strstr(old, "\nchat_template\t\"\"\n") && !strstr(form, "\nchat_template\t")) {
-        size_t n = strlen(form);
-        char *next = sl_asprintf("%s%schat_template\t\"\"\n", form,
-                                 n && form[n - 1] != '\n' ? "\n" : "");
         sl_free(form);
         form = next;
     }
