@@ -29,6 +29,24 @@ def simd_flags(flags: list[str]) -> list[str]:
     return [f for f in flags if simd.fullmatch(f)]
 
 
+def native_flags() -> list[str]:
+    """The SIMD flags of the CPU that compiled the llama.cpp sluice runs
+    (its prefix's .sluice-cpu-flags, else this CPU's, as CMakeLists.txt
+    takes them) that a GGML_NATIVE build may use; [] where that llama.cpp
+    was not built for its CPU (then sluice checks nothing): its build
+    folder says, or where it is gone, the prefix's file."""
+    prefix = pathlib.Path(os.environ["SLUICE_LLAMA_PREFIX"])
+    cache = prefix.parent / "build" / "CMakeCache.txt"
+    recorded = prefix / ".sluice-cpu-flags"
+    if not cache.exists() and not recorded.is_file():
+        return []
+    if cache.exists() and "GGML_NATIVE:BOOL=ON" not in cache.read_text().splitlines():
+        return []
+    text = (recorded if recorded.is_file() else pathlib.Path("/proc/cpuinfo")).read_text()
+    line = next((t for t in text.splitlines() if t.startswith("flags")), "flags:")
+    return simd_flags(line.split(":", 1)[1].split())
+
+
 def sanitized() -> bool:
     return os.environ.get("SLUICE_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 

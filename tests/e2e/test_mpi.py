@@ -444,6 +444,40 @@ def test_a_job_that_cannot_start_says_why_once(mpi, tmp_path, case):
     assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
 
 
+def test_a_node_whose_cpu_the_build_cannot_run_is_named(mpi, tmp_path):
+    """A rank on a node without the SIMD extensions of a GGML_NATIVE build
+    (here rank 1, its CPU flags a test's stand-in without avx2) refuses to
+    start, as one process does. Under mpirun or srun each node's refusal
+    read "this CPU": it names its machine now, so the one older node of a
+    fleet is found. The other ranks stop with it at the start (mpirun left
+    to let every rank finish, as srun does by default, ends too) and the job
+    says it once."""
+    import socket
+    from conftest import native_flags
+    have = native_flags()
+    if "avx2" not in have:
+        pytest.skip("this llama.cpp is not a GGML_NATIVE build on an AVX2 CPU")
+    inputs = tmp_path / "in"
+    sample_copies(inputs, 1)
+    lacking = " ".join(f for f in have if f != "avx2")
+    args = caption_args(mpi, inputs, tmp_path / "out", "-n", "4")
+    bad = ["env", f"SLUICE_TEST_CPU_FLAGS={lacking}", *args]
+    one = subprocess.run(bad, capture_output=True, text=True, timeout=300, env=mpi_env())
+    named = f"may use avx2, which this CPU ({socket.gethostname()}) lacks"
+    assert one.returncode == 2 and named in one.stderr, one.stderr[-2000:]
+    for left_to_finish in (False, True):
+        extra = ["--mca", "orte_abort_on_non_zero_status", "0"] if left_to_finish else []
+        job = mpirun_args(1)
+        r = subprocess.run([job[0], *extra, *job[1:], *args, ":", "-n", "1", *bad],
+                           capture_output=True, text=True, timeout=300, env=mpi_env())
+        if not left_to_finish:
+            assert r.returncode == one.returncode, r.stderr[-2000:]
+        refusal = [line for line in said(one.stderr) if named in line]
+        assert [line for line in said(r.stderr) if "warn:" not in line] == refusal, \
+            r.stderr[-2000:]
+        assert "MPI_ABORT" not in r.stderr, r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("case", ["a wrong flag", "an unknown command", "a job file's key",
                                   "a model's download", "rank 1's flag alone"])
 def test_a_job_refused_before_mpi_starts_says_why_once(mpi, tmp_path, case):

@@ -3806,13 +3806,19 @@ sl_status sl_llama_cpu_check(void)
 {
     if (!cpu_lacks()[0])
         return SL_OK;
+    /* The machine by name: under mpirun or srun every node's refusal reads
+     * "this CPU", and the user must find the one node that is older. */
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
     return sl_fail(SL_ERR_MODEL,
                    "this sluice's llama.cpp (%s) was built for the CPU of the machine that built "
-                   "it (GGML_NATIVE) and may use %s, which this CPU lacks: it would stop on an "
-                   "illegal instruction. Build sluice on this machine, or on the oldest CPU of "
+                   "it (GGML_NATIVE) and may use %s, which this CPU%s%s%s lacks: it would stop on "
+                   "an illegal instruction. Build sluice on this machine, or on the oldest CPU of "
                    "the nodes that run it (docs/building.md; if this CPU has them and its kernel "
                    "is too old to list them in /proc/cpuinfo, SLUICE_CPU_CHECK=off skips this "
-                   "check)", SL_LLAMA_BUILD, cpu_lacks());
+                   "check)", SL_LLAMA_BUILD, cpu_lacks(), host[0] ? " (" : "", host,
+                   host[0] ? ")" : "");
 }
 
 static void init_backend_once(void)
