@@ -1179,6 +1179,11 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         say_config_error(cfg, sl_last_error());
         fprintf(stderr, "sluice: %ld rows written (%ld failed) to %s\n", sum.rows,
                 sum.rows_failed, output);
+        /* The progress line counted them done: without this line a
+         * filter's stop read as inputs gone missing. */
+        if (sum.rows_dropped > 0)
+            fprintf(stderr, "sluice: %ld row%s dropped by a stage (not written; done: a rerun "
+                            "skips them)\n", sum.rows_dropped, sum.rows_dropped == 1 ? "" : "s");
         if (sum.rows_deferred > 0)
             fprintf(stderr, "sluice: stopping: %ld queued row%s not sent; resume redoes them\n",
                     sum.rows_deferred, sum.rows_deferred == 1 ? "" : "s");

@@ -696,6 +696,41 @@ def test_the_console_counts_the_rows_a_filter_dropped(sluice, tmp_path):
     assert (summary["rows"]["dropped"], summary["rows"]["skipped"]) == (2, 2), summary["rows"]
 
 
+def test_a_stopped_run_says_the_rows_a_filter_dropped(sluice, tmp_path):
+    """A filter stopped by Ctrl-C said "0 rows written (0 failed)" of the
+    rows its stage had dropped, while the progress line above it counted
+    them done: where those inputs went was not said. The stage here drops
+    every row and sends its own process SIGTERM (a stop as Ctrl-C's; SIGINT
+    is ignored while os.execute waits) at its first row, so the stop comes
+    while rows are still in the stage's and the engine's hands."""
+    script = tmp_path / "drop_and_stop.lua"
+    script.write_text(
+        "local sent = false\n"
+        "function process(row)\n"
+        "  if not sent then\n"
+        "    sent = true\n"
+        "    local f = io.open('/proc/self/stat')\n"
+        "    local pid = f:read('*n')\n"
+        "    f:close()\n"
+        "    os.execute('kill -TERM ' .. pid)\n"
+        "  end\n"
+        "  return nil\n"
+        "end\n")
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ORIGINALS:
+        shutil.copy(SAMPLES / name, inputs / name)
+    r = sluice.run("caption", inputs, "-o", out, *MODEL, "--parallel", "1", "--max-tokens", "4",
+                   "--stage", f"{script}@engine", "--metrics-addr", "off", "--show", "0")
+    assert r.returncode == 130, r.stderr
+    summary = json.loads((out / "_summary.json").read_text())
+    dropped = summary["rows"]["dropped"]
+    assert dropped >= 1 and summary["rows"]["total"] == 0, summary["rows"]
+    assert "sluice: 0 rows written (0 failed) to " in r.stderr, r.stderr
+    assert f"\nsluice: {dropped} row{'s' if dropped > 1 else ''} dropped by a stage (not " \
+           "written; done: a rerun skips them)\n" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("flags, said", [
     (("--samples", "2", "--temperature", "0.9"),
      "'chelsea.jpg' has 2 answers (--samples), not one: they are read with row:answers() and "
