@@ -968,6 +968,75 @@ static sl_status check_resized(void *user, const sl_ledger_part *part)
     return st;
 }
 
+/* A fingerprint's text without its token limits: the max_tokens line, and
+ * each task's "max_tokens" in the tasks line (re-dumped as fp_add dumps).
+ * NULL: out of memory. */
+static char *without_token_limits(const char *fp)
+{
+    char *out = sl_strdup("");
+    for (const char *line = fp; out && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        const char *tab = memchr(line, '\t', len);
+        size_t klen = tab ? (size_t)(tab - line) : len;
+        char *next = NULL;
+        if (klen == 10 && strncmp(line, "max_tokens", klen) == 0) {
+            next = sl_strdup(out);
+        } else if (klen == 5 && strncmp(line, "tasks", klen) == 0 && tab) {
+            json_t *tasks = json_loadb(tab + 1, len - klen - 1, JSON_DECODE_ANY, NULL);
+            size_t i;
+            json_t *task;
+            json_array_foreach(tasks, i, task)
+                json_object_del(task, "max_tokens");
+            char *v = tasks ? json_dumps(tasks, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS)
+                            : NULL;
+            json_decref(tasks);
+            next = v ? sl_asprintf("%stasks\t%s\n", out, v) : NULL;
+            free(v);
+        } else {
+            next = sl_asprintf("%s%.*s\n", out, (int)len, line);
+        }
+        sl_free(out);
+        out = next;
+        line += len + (end != NULL);
+    }
+    return out;
+}
+
+/* Whether two fingerprints differ in their token limits alone. */
+static bool only_token_limits_differ(const char *a, const char *b)
+{
+    char *x = without_token_limits(a), *y = without_token_limits(b);
+    bool same = x && y && strcmp(x, y) == 0;
+    sl_free(x);
+    sl_free(y);
+    return same;
+}
+
+/* The value of `key`'s line in a fingerprint, "none" when it has none. */
+static void fp_value(const char *fp, const char *key, char *out, size_t cap)
+{
+    size_t klen = strlen(key);
+    for (const char *line = fp; line && *line; line = strchr(line, '\n'), line += line != NULL)
+        if (strncmp(line, key, klen) == 0 && line[klen] == '\t') {
+            snprintf(out, cap, "%.*s", (int)strcspn(line + klen + 1, "\n"), line + klen + 1);
+            return;
+        }
+    snprintf(out, cap, "none");
+}
+
+/* "max_tokens 16, now 200", or the tasks' limits, for a warning. */
+static void describe_token_limits(const char *was, const char *now, char *out, size_t cap)
+{
+    char a[32], b[32];
+    fp_value(was, "max_tokens", a, sizeof a);
+    fp_value(now, "max_tokens", b, sizeof b);
+    if (strcmp(a, b) != 0)
+        snprintf(out, cap, "max_tokens %s, now %s", a, b);
+    else
+        snprintf(out, cap, "a task's max_tokens");
+}
+
 /* What a refusal for other settings (sl_ledger_bind's message) says to
  * change where "run the earlier command" alone does not: a run with one
  * process resuming an MPI job's output, or the reverse, differs in
@@ -1359,23 +1428,35 @@ static sl_status open_ledger(job *j)
             fp = today;
         }
     }
-    sl_free(old);
     if (st == SL_OK && !fp)
         st = sl_fail(SL_ERR_NOMEM, "out of memory opening output '%s'", dir);
+    /* Only the token limits changed: --retry-failed retries the failed
+     * rows with the new ones (an answer cut at the limit fails its JSON
+     * schema, and the error says to allow more tokens); the folder is bound
+     * as it was, and takes them once its model files are checked. */
+    bool new_limits = st == SL_OK && old && strcmp(fp, old) != 0 &&
+                      only_token_limits_differ(fp, old);
+    bool retake = new_limits && p->retry_failed;
     if (st == SL_OK)
-        st = sl_ledger_bind_near(j->ledger, fp, (const char *const *)forms, n_forms,
-                                 p->overwrite);
+        st = sl_ledger_bind_near(j->ledger, retake ? old : fp, (const char *const *)forms,
+                                 n_forms, p->overwrite);
     for (size_t i = 0; i < n_forms; i++)
         sl_free(forms[i]);
+    if (st == SL_ERR_EXISTS && new_limits) {
+        char *copy = sl_strdup(sl_last_error());
+        st = sl_fail(st, "%s (only the token limit changed: add --retry-failed to retry the "
+                         "failed rows with the new one, and go on with it)",
+                     copy ? copy : "output holds rows made with another token limit");
+        sl_free(copy);
+    }
     /* After the bind, whose start over (--overwrite, or other settings
      * before any part) empties the meta table: recorded before it, the
      * owner was lost, and the next output given this state folder took
      * the ledger for its own (check_state_owner). */
     if (st == SL_OK && j->remote)
         st = sl_ledger_meta_set(j->ledger, "output", j->remote);
-    if (st == SL_ERR_EXISTS)
+    if (st == SL_ERR_EXISTS && !new_limits)
         st = explain_refusal(j);
-    sl_free(fp);
     sl_ledger_info info;
     if (st == SL_OK)
         st = sl_ledger_reconcile(j->ledger, &info);
@@ -1387,6 +1468,17 @@ static sl_status open_ledger(job *j)
         j->sum->resumed = info.parts > 0;
         st = check_model_files(j);
     }
+    if (st == SL_OK && retake) {
+        char said[256];
+        describe_token_limits(old, fp, said, sizeof said);
+        sl_log(SL_LOG_WARN, "output folder '%s' was begun with another token limit (%s): "
+                            "--retry-failed retries its failed rows with the new one, and the "
+                            "folder goes on with it; the rows written before keep their answers",
+               dir, said);
+        st = sl_ledger_retake(j->ledger, fp);
+    }
+    sl_free(old);
+    sl_free(fp);
     if (st == SL_OK && j->remote) {
         remote_scan(j, &scan);
         abort_stale_uploads(j);

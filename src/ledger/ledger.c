@@ -589,6 +589,19 @@ sl_status sl_ledger_meta_set(sl_ledger *l, const char *key, const char *value)
     return st;
 }
 
+sl_status sl_ledger_retake(sl_ledger *l, const char *fingerprint)
+{
+    pthread_mutex_lock(&l->mu);
+    sqlite3_stmt *s = NULL;
+    sl_status st = prepare(l, "UPDATE meta SET value = ?1 WHERE key = 'fingerprint'", &s);
+    if (st == SL_OK && (st = bind_text(l, s, 1, fingerprint, SIZE_MAX, "the settings",
+                                       "shorten the prompt or other settings")) == SL_OK)
+        st = step_done(l, s, "store the settings");
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
 /* --- reconcile ----------------------------------------------------------------------- */
 
 typedef struct part_ref {

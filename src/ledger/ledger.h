@@ -122,6 +122,12 @@ sl_status sl_ledger_bind_near(sl_ledger *l, const char *fingerprint, const char 
 sl_status sl_ledger_meta_get(sl_ledger *l, const char *key, char **value);
 sl_status sl_ledger_meta_set(sl_ledger *l, const char *key, const char *value);
 
+/* Replaces the fingerprint a bound ledger goes on with, keeping its rows,
+ * parts and the keys beside it: a folder resumed by --retry-failed with
+ * another token limit (job/resume.c) retries its failed rows, and goes on,
+ * with the new one. The caller bound it first with the one it held. */
+sl_status sl_ledger_retake(sl_ledger *l, const char *fingerprint);
+
 /* The output the parts go to when it is not the ledger's folder (an
  * s3:// URL): named in place of the folder in the messages that ask the
  * user to choose another -o. Borrowed until the ledger is freed. */

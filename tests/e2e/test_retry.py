@@ -556,3 +556,107 @@ def test_a_part_cut_by_hand_is_refused_not_lost(sluice, broken, tmp_path, fmt):
     if fmt == "jsonl":
         assert "edited by hand" in (out / "part-00000.jsonl").read_text()
 
+
+
+def test_retry_failed_takes_a_new_token_limit(sluice, tmp_path):
+    """An answer cut at the token limit fails its JSON schema, and the
+    error says to allow more tokens; but the limit is one of the settings a
+    folder resumes with, so --retry-failed --max-tokens N was refused as
+    another job (a 1M-row run had to start over for its 2% cut answers).
+    Now --retry-failed takes a new token limit (--max-tokens, a task's
+    max_tokens) where nothing else changed: the failed rows are answered
+    under it, said on stderr, and the folder goes on with it. Without
+    --retry-failed the refusal says this is the way."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted(SAMPLES.glob("*.jpg"))[:2]:
+        (src / p.name).symlink_to(p)
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"keep": {"type": "boolean"}},
+                                  "required": ["keep"]}))
+    out = tmp_path / "out"
+
+    def caption(*extra):
+        return subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(out),
+                               "--model", str(TINY / "model.gguf"), "--mmproj",
+                               str(TINY / "mmproj.gguf"), "--metrics-addr", "off", "--show",
+                               "0", "--json-schema", str(schema), *map(str, extra)],
+                              capture_output=True, text=True, timeout=600)
+
+    def rows() -> dict:
+        got = [json.loads(l) for p in sorted(out.glob("part-*.jsonl"))
+               for l in p.read_text().splitlines()]
+        assert sorted(r["id"] for r in got) == sorted(p.name for p in src.iterdir()), got
+        return {r["id"]: r for r in got}
+
+    r = caption("--max-tokens", "2")
+    assert r.returncode == 3, r.stderr
+    assert all(row["error"] and row["generated_tokens"] == 2 for row in rows().values())
+    r = caption("--max-tokens", "40")
+    assert r.returncode == 2, r.stderr
+    assert "(max_tokens changed since)" in r.stderr and \
+        "only the token limit changed: add --retry-failed" in r.stderr, r.stderr
+    r = caption("--max-tokens", "40", "--retry-failed")
+    assert r.returncode in (0, 3), r.stderr
+    assert "another token limit (max_tokens 2, now 40): --retry-failed retries its failed " \
+        "rows with the new one" in r.stderr, r.stderr
+    assert "retrying: 2 failed rows taken out" in r.stderr, r.stderr
+    # answered anew under 40: a greedy answer cut at 2 needs more than 2
+    assert all(2 < row["generated_tokens"] <= 40 for row in rows().values()), rows()
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["settings"]["max_tokens"] == 40, summary["settings"]
+    # The folder goes on with 40: the first command is now the other job.
+    r = caption("--max-tokens", "2")
+    assert r.returncode == 2 and "(max_tokens changed since)" in r.stderr, r.stderr
+    # Anything else changed beside the limit is still another job.
+    r = caption("--max-tokens", "41", "--retry-failed", "--temperature", "0.5")
+    assert r.returncode == 2 and "only the token limit" not in r.stderr, r.stderr
+    assert "max_tokens" in r.stderr and "temperature" in r.stderr, r.stderr
+
+
+def test_retry_failed_takes_a_tasks_new_token_limit(sluice, tmp_path):
+    """As above, for a task's own limit (its "sampling" "max_tokens" in a
+    --tasks file): another task's settings unchanged, the rows whose task
+    answer was cut are answered anew under the new limit."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted(SAMPLES.glob("*.jpg"))[:2]:
+        (src / p.name).symlink_to(p)
+    schema = {"type": "object", "properties": {"keep": {"type": "boolean"}}, "required": ["keep"]}
+
+    def spec(limit: int) -> pathlib.Path:
+        path = tmp_path / f"tasks{limit}.json"
+        path.write_text(json.dumps({
+            "tags": {"prompt": "JSON?", "sampling": {"max_tokens": limit}, "json_schema": schema},
+            "short": {"prompt": "Describe it.", "sampling": {"max_tokens": 3}}}))
+        return path
+
+    out = tmp_path / "out"
+
+    def caption(*extra):
+        return subprocess.run([str(sluice.binary), "caption", str(src), "-o", str(out),
+                               "--model", str(TINY / "model.gguf"), "--mmproj",
+                               str(TINY / "mmproj.gguf"), "--metrics-addr", "off", "--show",
+                               "0", *map(str, extra)], capture_output=True, text=True, timeout=600)
+
+    r = caption("--tasks", spec(2))
+    assert r.returncode == 3, r.stderr
+    r = caption("--tasks", spec(40))
+    assert r.returncode == 2 and "(tasks changed since)" in r.stderr and \
+        "only the token limit changed" in r.stderr, r.stderr
+    r = caption("--tasks", spec(40), "--retry-failed")
+    assert r.returncode in (0, 3), r.stderr
+    assert "another token limit (a task's max_tokens)" in r.stderr, r.stderr
+    got = [json.loads(l) for p in sorted(out.glob("part-*.jsonl"))
+           for l in p.read_text().splitlines()]
+    assert sorted(r["id"] for r in got) == sorted(p.name for p in src.iterdir()), got
+    assert all(2 < row["tags_generated_tokens"] <= 40 for row in got), got
+    # a task's prompt changed beside a limit: another job
+    changed = spec(41)
+    other = json.loads(changed.read_text())
+    other["short"]["prompt"] = "Describe it briefly."
+    changed.write_text(json.dumps(other))
+    r = caption("--tasks", changed, "--retry-failed")
+    assert r.returncode == 2 and "(tasks changed since)" in r.stderr, r.stderr
+    assert "only the token limit" not in r.stderr and "another token limit" not in r.stderr, \
+        r.stderr
