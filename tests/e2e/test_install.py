@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, SAMPLES, TINY
+from conftest import REPO, SAMPLES, TINY, simd_flags
 
 IMAGES = ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]
 
@@ -349,10 +349,12 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
     """scripts/llama-cpp.sh writes the /proc/cpuinfo flags line of the
     machine that compiles llama.cpp (GGML_NATIVE) into the prefix, where
     sluice's configure reads it (test above). A build folder another CPU
-    compiled into (its .sluice-cpu-flags names other flags: a stamp
+    compiled into (its .sluice-cpu-flags names other SIMD flags: a stamp
     removed on another node of a shared cache) is removed first, since
     cmake keeps its objects, compiled for that CPU, under this one's name;
-    one of this CPU's is built on. Run with a stand-in cmake and sources
+    one of this CPU's is built on, and so is one whose line differs only
+    in flags no build uses (cmake/llama_simd_flags.txt's are compared:
+    before, any other flag, hypervisor say, cost a recompile). Run with a stand-in cmake and sources
     (no compiler runs), the pinned sdist linked from the real cache."""
     versions = (REPO / "scripts" / "versions.sh").read_text()
     version = re.search(r"^LLAMA_CPP_PYTHON_VERSION=(\S+)", versions, re.M).group(1)
@@ -388,7 +390,7 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
         return r
 
     r = script()
-    assert "compiled on a CPU with other flags: removing it" in r.stderr, r.stderr
+    assert "compiled on a CPU with other SIMD flags" in r.stderr, r.stderr
     assert not (root / "build" / "objects-of-another-cpu").exists()
     assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
     assert (root / "prefix" / ".sluice-complete").read_text() == f"llama-cpp-python {version} (cpu)\n"
@@ -399,6 +401,33 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
     assert "removing it" not in r.stderr, r.stderr
     assert (root / "build" / "objects-of-this-cpu").exists()
     assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    # a node of this CPU model under another kernel or hypervisor: its line
+    # differs in flags no build uses (hypervisor, md_clear, user_shstk), so
+    # the folder is kept (no 10-30 minute recompile); the note becomes this
+    # node's line
+    words = here.split(":", 1)[1].split()
+    others = ["hypervisor", "md_clear", "user_shstk"]
+    assert simd_flags(others) == []
+    flipped = [w for w in words if w not in others] + [o for o in others if o not in words]
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / ".sluice-cpu-flags").write_text("flags\t\t: " + " ".join(flipped) + "\n")
+    r = script()
+    assert "removing it" not in r.stderr, r.stderr
+    assert (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    # one SIMD flag more there (an extension this CPU lacks): removed
+    extra = next((f for f in ["amx_tile", "avx512_fp16", "avx512f", "avx2", "avx"]
+                  if f not in words), None)
+    if extra is None:
+        pytest.skip("this CPU has every SIMD flag of the stand-in")
+    assert simd_flags([extra]) == [extra]
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / ".sluice-cpu-flags").write_text("flags\t\t: " + " ".join(words + [extra]) + "\n")
+    r = script()
+    assert f"other SIMD flags ({extra} there, not here; none here, not there)" in r.stderr, r.stderr
+    assert not (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    (root / "build" / "objects-of-this-run").rename(root / "build" / "objects-of-this-cpu")
     # a build folder of the script before it noted the CPU: compiled on any
     # node of the cache, so not built on (its objects kept under this CPU's
     # name, as for another CPU's folder above)
