@@ -115,16 +115,33 @@ fi
 # and the prefix would name this CPU for that one's code. So is one with no
 # note (an older script's build folder, whose CPU is unknown), as this runs
 # only when the prefix is rebuilt anyway. Empty where /proc/cpuinfo names no
-# flags (not x86): nothing to check then.
+# flags (not x86): nothing to check then. Only the SIMD extensions count
+# (cmake/llama_simd_flags.txt, the list sluice's configure checks): nodes
+# of one CPU model under another kernel or hypervisor differ in flags such
+# as hypervisor, md_clear or user_shstk, and a 10-30 minute recompile for
+# those would buy nothing. The whole line is still written: the configure
+# picks the SIMD ones out of it.
+simd_list=$here/../cmake/llama_simd_flags.txt
+# The SIMD flags of a /proc/cpuinfo flags line, sorted, one a line.
+simd_of() {
+    printf '%s\n' "$1" | sed 's/^flags[[:space:]]*:[[:space:]]*//' | tr -s ' \t' '\n\n' |
+        { grep -Ex -f <(grep -Ev '^(#|$)' "$simd_list") || true; } | sort -u
+}
 if [ "$flavor" = cpu ]; then
+    [ -f "$simd_list" ] || die "$simd_list is missing: it lists the SIMD flags a CPU build is checked for"
     cpu_flags=$(grep -m1 '^flags[[:space:]]*:' /proc/cpuinfo || true)
     if [ -d "$root/build" ] && [ ! -f "$root/build/.sluice-cpu-flags" ]; then
         say "$root/build does not say which CPU compiled it (an older scripts/llama-cpp.sh's): removing it to compile for this one"
         rm -rf "$root/build"
-    elif [ -f "$root/build/.sluice-cpu-flags" ] &&
-       [ "$(cat "$root/build/.sluice-cpu-flags")" != "$cpu_flags" ]; then
-        say "$root/build was compiled on a CPU with other flags: removing it to compile for this one"
-        rm -rf "$root/build"
+    elif [ -f "$root/build/.sluice-cpu-flags" ]; then
+        built_simd=$(simd_of "$(cat "$root/build/.sluice-cpu-flags")")
+        this_simd=$(simd_of "$cpu_flags")
+        if [ "$built_simd" != "$this_simd" ]; then
+            theirs=$(comm -23 <(echo "$built_simd") <(echo "$this_simd") | xargs)
+            ours=$(comm -13 <(echo "$built_simd") <(echo "$this_simd") | xargs)
+            say "$root/build was compiled on a CPU with other SIMD flags (${theirs:-none} there, not here; ${ours:-none} here, not there): removing it to compile for this one"
+            rm -rf "$root/build"
+        fi
     fi
     mkdir -p "$root/build"
     printf '%s\n' "$cpu_flags" >"$root/build/.sluice-cpu-flags"

@@ -226,9 +226,9 @@ sl_status sl_split_image_columns(const char *spec, char *names[SL_SOURCE_MAX_IMA
 
 sl_status sl_source_locate_unembedded(const char *value, const char *base_dir,
                                       const sl_source_params *p, const char *where,
-                                      bool null_bytes, sl_source_item *item)
+                                      const char *name, bool null_bytes, sl_source_item *item)
 {
-    sl_status st = sl_source_locate(value, base_dir, p, where, item);
+    sl_status st = sl_source_locate(value, base_dir, p, name, item);
     char scheme[16];
     if (st != SL_OK || item->error || !item->path)
         return st;

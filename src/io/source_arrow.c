@@ -1389,9 +1389,12 @@ static sl_status arrow_types(const source_reader *r, json_t *into)
 
 /* ---- images -------------------------------------------------------------- */
 
-/* Element i of an image-holding view into one's data or path, or its error. */
+/* Element i of an image-holding view into one's data or path, or its
+ * error, which names `where`. Bytes it holds (or a data: URL's) are named
+ * `name`: a list's image by the list's place, as the decode adds which
+ * image it is. */
 static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const struct ArrowArrayView *v, int64_t i,
-                           const char *where, sl_source_item *one)
+                           const char *where, const char *name, sl_source_item *one)
 {
     const struct ArrowArrayView *bytes = NULL, *path = NULL;
     if (!ArrowArrayViewIsNull(v, i)) {
@@ -1414,7 +1417,7 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             if ((uint64_t)b.size_bytes > r->p->max_item_bytes)
                 return sl_source_item_fail(one, "%s: the image is %lld bytes, over the limit of %zu", where,
                                            (long long)b.size_bytes, r->p->max_item_bytes);
-            if (!(one->data = sl_malloc((size_t)b.size_bytes)) || !(one->name = sl_strdup(where)))
+            if (!(one->data = sl_malloc((size_t)b.size_bytes)) || !(one->name = sl_strdup(name)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
             memcpy(one->data, b.data.data, (size_t)b.size_bytes);
             one->len = (size_t)b.size_bytes;
@@ -1428,9 +1431,9 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
             sl_status st = sl_source_cell_text(sv.data, (size_t)sv.size_bytes, where, one, &value);
             if (st != SL_OK || !value)
                 return st;
-            st = bytes ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
-                                                               ArrowArrayViewIsNull(bytes, bi), one)
-                                 : sl_source_locate(value, r->base_dir, r->p, where, one);
+            st = bytes ? sl_source_locate_unembedded(value, r->base_dir, r->p, where, name,
+                                                     ArrowArrayViewIsNull(bytes, bi), one)
+                       : sl_source_locate(value, r->base_dir, r->p, name, one);
             sl_free(value);
             return st;
         }
@@ -1445,7 +1448,7 @@ static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
     char where[1024];
     snprintf(where, sizeof where, "%s row %lld, column '%s'", r->file, (long long)(r->base + i), r->image_name);
     if (!is_list(type_of(s)))
-        return one_image(r, s, v, i, where, item);
+        return one_image(r, s, v, i, where, where, item);
     if (ArrowArrayViewIsNull(v, i))
         return sl_source_item_fail(item, "%s: a null list, no images", where);
     int64_t lo, hi;
@@ -1460,13 +1463,7 @@ static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
         char at[1100];
         snprintf(at, sizeof at, "%s, image %zu of %zu", where, k + 1, n);
         sl_source_item one = {0};
-        sl_status st = one_image(r, s->children[0], v->children[0], lo + (int64_t)k, at, &one);
-        if (st == SL_OK && one.name) { /* the decode says which image */
-            sl_free(one.name);
-            /* a name lost here would be a message naming the row id alone */
-            if (!(one.name = sl_strdup(where)))
-                st = sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
-        }
+        sl_status st = one_image(r, s->children[0], v->children[0], lo + (int64_t)k, at, where, &one);
         item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
         if (st == SL_OK && one.error)
             st = sl_source_item_fail(item, "%s", one.error);

@@ -77,10 +77,12 @@ sl_status sl_source_prompt_of(const json_t *value, sl_source_item *item);
  * (null_bytes) or empty: a dataset saved without embedding its images
  * keeps only the paths they had where it was made. A local path that is
  * not there fails item naming `where` (the row and column) and saying so,
- * rather than as a bare "cannot open" at decode. */
+ * rather than as a bare "cannot open" at decode. A data: URL's bytes are
+ * named `name` (sl_source_locate's where): a list's image is named by the
+ * list's place, the decode adds which image it is. */
 sl_status sl_source_locate_unembedded(const char *value, const char *base_dir,
                                       const sl_source_params *p, const char *where,
-                                      bool null_bytes, sl_source_item *item);
+                                      const char *name, bool null_bytes, sl_source_item *item);
 
 /* The column a row's id comes from: p->id_column, or fallback when it is
  * not set ("id" for a manifest, NULL for a Parquet or Arrow file); NULL

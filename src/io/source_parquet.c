@@ -658,7 +658,7 @@ static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, in
                                            item, &value);
         if (st != SL_OK || !value)
             return st;
-        st = bv ? sl_source_locate_unembedded(value, r->base_dir, r->p, where,
+        st = bv ? sl_source_locate_unembedded(value, r->base_dir, r->p, where, where,
                                                         !bv->valid[i], item)
                           : sl_source_locate(value, r->base_dir, r->p, where, item);
         sl_free(value);

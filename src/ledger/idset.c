@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "ledger/idset.h"
+#include "ledger/sqlbind.h"
 
 enum { BATCH = 4096 };
 
@@ -30,19 +31,10 @@ static sl_status db_fail(sl_idset *s, const char *doing)
 /* A bind of `id` (or of a number beside it) that SQLite refused: its
  * binding is then NULL, and the query would run on that (an insert failing
  * as a NOT NULL breach, a lookup finding nothing: an id taken for new). */
-static sl_status bind_fail(sl_idset *s, int rc, const char *id, sqlite3_stmt *stmt)
+static sl_status bind_fail(int rc, const char *id, sqlite3_stmt *stmt)
 {
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    size_t len = strlen(id);
-    if (rc == SQLITE_TOOBIG)
-        return sl_fail(SL_ERR_IO, "the temporary database of row ids: cannot take the id "
-                       "'%.60s...' (%zu bytes): %s; an id must be under %d bytes: give the "
-                       "rows a shorter id", id, len, sqlite3_errstr(rc),
-                       sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
-    return sl_fail(rc == SQLITE_NOMEM ? SL_ERR_NOMEM : SL_ERR_IO, "the temporary database of "
-                   "row ids: cannot take the id '%.60s%s' (%zu bytes): %s", id,
-                   len > 60 ? "..." : "", len, sqlite3_errstr(rc));
+    return sl_sqlbind_refused(stmt, rc, "the temporary database of row ids", NULL, "the id",
+                              id, strlen(id), "an id must be under", "give the rows a shorter id");
 }
 
 sl_status sl_idset_open(sl_idset **out)
@@ -89,7 +81,7 @@ sl_status sl_idset_add(sl_idset *s, const char *id, int64_t input, int64_t at, b
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(s->insert, 3, at);
     if (rc != SQLITE_OK)
-        return bind_fail(s, rc, id, s->insert);
+        return bind_fail(rc, id, s->insert);
     rc = sqlite3_step(s->insert);
     sqlite3_reset(s->insert);
     sqlite3_clear_bindings(s->insert);
@@ -97,7 +89,7 @@ sl_status sl_idset_add(sl_idset *s, const char *id, int64_t input, int64_t at, b
         return db_fail(s, "record an id");
     if (sqlite3_changes(s->db) == 0) {
         if ((rc = sqlite3_bind_text(s->lookup, 1, id, -1, SQLITE_STATIC)) != SQLITE_OK)
-            return bind_fail(s, rc, id, s->lookup);
+            return bind_fail(rc, id, s->lookup);
         rc = sqlite3_step(s->lookup);
         if (rc == SQLITE_ROW) {
             *seen = true;
@@ -124,7 +116,7 @@ sl_status sl_idset_has(sl_idset *s, const char *id, bool *has)
     *has = false;
     int rc = sqlite3_bind_text(s->lookup, 1, id, -1, SQLITE_STATIC);
     if (rc != SQLITE_OK)
-        return bind_fail(s, rc, id, s->lookup);
+        return bind_fail(rc, id, s->lookup);
     rc = sqlite3_step(s->lookup);
     sqlite3_reset(s->lookup);
     sqlite3_clear_bindings(s->lookup);

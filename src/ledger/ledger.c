@@ -32,6 +32,7 @@
 #include "core/log.h"
 #include "io/shard.h"
 #include "ledger/ledger.h"
+#include "ledger/sqlbind.h"
 
 enum { PART_PENDING = 0, PART_COMMITTED = 1 };
 
@@ -116,17 +117,8 @@ static sl_status bind_text(sl_ledger *l, sqlite3_stmt *s, int at, const char *te
     int rc = sqlite3_bind_text64(s, at, text, len, SQLITE_STATIC, SQLITE_UTF8);
     if (rc == SQLITE_OK)
         return SL_OK;
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    int shown = len > 60 ? 60 : (int)len; /* `text` may go on past len (an id's prefix) */
-    const char *cut = len > 60 ? "..." : "";
-    if (rc == SQLITE_TOOBIG)
-        return sl_fail(SL_ERR_IO, "resume ledger '%s': cannot take %s '%.*s%s' (%zu bytes): %s; "
-                       "SQLite takes at most %d bytes: %s", l->path, what, shown, text, cut, len,
-                       sqlite3_errstr(rc), sqlite3_limit(l->db, SQLITE_LIMIT_LENGTH, -1), fix);
-    return sl_fail(rc == SQLITE_NOMEM ? SL_ERR_NOMEM : SL_ERR_IO, "resume ledger '%s': cannot "
-                   "take %s '%.*s%s' (%zu bytes): %s", l->path, what, shown, text, cut, len,
-                   sqlite3_errstr(rc));
+    return sl_sqlbind_refused(s, rc, "resume ledger", l->path, what, text, len,
+                              "SQLite takes at most", fix);
 }
 
 /* bind_text's `what` and `fix` for a row id */

@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, SAMPLES, TINY
+from conftest import REPO, SAMPLES, TINY, simd_flags
 
 IMAGES = ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]
 
@@ -229,13 +229,15 @@ def skip_unless_native_build(llama_prefix: pathlib.Path) -> None:
 
 
 def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=REPO,
-                          linked=False, build_folder=True):
+                          linked=False, build_folder=True, cpuinfo=None):
     """sluice configured (only) against a stand-in for llama_prefix: a
     folder of links to its files, beside a link to its build folder's
     CMakeCache.txt (whether it is GGML_NATIVE) and to its sources, holding
     cpu_flags as its .sluice-cpu-flags (none where None). The real prefix
     is not touched; linked: named to cmake by a symbolic link to it;
-    build_folder False: none beside it (removed after the build).
+    build_folder False: none beside it (removed after the build);
+    cpuinfo: a file the configure reads as /proc/cpuinfo (bound over it
+    in a private mount namespace: skips where that is not permitted).
     Returns (cmake's output, SL_LLAMA_CPU_FLAGS's words)."""
     root = tmp_path / "llama"
     prefix = root / "prefix"
@@ -256,9 +258,16 @@ def configure_with_prefix(sluice_bin, llama_prefix, tmp_path, cpu_flags, source=
         (tmp_path / "linked").symlink_to(prefix)
         prefix = tmp_path / "linked"
     build = tmp_path / "build"
-    r = subprocess.run(["cmake", "-S", str(source), "-B", str(build), f"-DSLUICE_LLAMA_PREFIX={prefix}",
-                        f"-DSLUICE_NANOARROW_PREFIX={nanoarrow_prefix(sluice_bin.parent)}"],
-                       capture_output=True, text=True, timeout=300)
+    cmd = ["cmake", "-S", str(source), "-B", str(build), f"-DSLUICE_LLAMA_PREFIX={prefix}",
+           f"-DSLUICE_NANOARROW_PREFIX={nanoarrow_prefix(sluice_bin.parent)}"]
+    if cpuinfo is not None:
+        cmd = ["unshare", "-m", "sh", "-c",
+               'mount --bind "$1" /proc/cpuinfo || exit 99; shift; exec "$@"', "sh",
+               str(cpuinfo), *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if cpuinfo is not None and r.returncode == 99:
+        pytest.skip("cannot stand in for /proc/cpuinfo: `unshare -m` + `mount --bind` not "
+                    f"permitted here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
     assert r.returncode == 0, r.stdout + r.stderr
     header = (build / "generated" / "llama_build.h").read_text()
     return r.stdout + r.stderr, re.search(r'SL_LLAMA_CPU_FLAGS "([^"]*)"', header).group(1).split()
@@ -301,6 +310,39 @@ def test_the_cpu_flags_are_the_compiling_machines_not_the_configuring_ones(sluic
     out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "neither", None,
                                        build_folder=False)
     assert flags == [] and "has no .sluice-cpu-flags" not in out, out
+
+
+ARM64_CPUINFO = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x3
+CPU part\t: 0xd0c
+CPU revision\t: 1
+"""
+
+
+def test_a_prefix_without_cpu_flags_on_a_machine_without_a_flags_line(sluice_bin, llama_prefix,
+                                                                      tmp_path):
+    """A prefix without .sluice-cpu-flags configured on a machine whose
+    /proc/cpuinfo has no flags line (arm64: Features): no flags are taken
+    and none are checked, and the configure's notice says so; before, it
+    said "this machine's SIMD flags are taken as the build's", where there
+    were none. An x86 line beside it still gives its SIMD flags."""
+    skip_unless_native_build(llama_prefix)
+    (tmp_path / "arm64").write_text(ARM64_CPUINFO)
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "arm", None,
+                                       cpuinfo=tmp_path / "arm64")
+    assert flags == [], out
+    assert "this machine's SIMD flags are taken" not in out, out
+    assert "has no .sluice-cpu-flags" in out and "has no flags line" in out, out
+    assert "checks no CPU" in out, out
+    (tmp_path / "x86").write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 hypervisor\n")
+    out, flags = configure_with_prefix(sluice_bin, llama_prefix, tmp_path / "x86-64", None,
+                                       cpuinfo=tmp_path / "x86")
+    assert flags == simd_flags(["fpu", "sse2", "avx2", "hypervisor"]) == ["avx2"], out
+    assert "this machine's SIMD flags are taken" in out and "has no flags line" not in out, out
 
 
 def test_the_simd_flags_checked_are_cmake_llama_simd_flags_txts(sluice_bin, llama_prefix,
@@ -349,10 +391,12 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
     """scripts/llama-cpp.sh writes the /proc/cpuinfo flags line of the
     machine that compiles llama.cpp (GGML_NATIVE) into the prefix, where
     sluice's configure reads it (test above). A build folder another CPU
-    compiled into (its .sluice-cpu-flags names other flags: a stamp
+    compiled into (its .sluice-cpu-flags names other SIMD flags: a stamp
     removed on another node of a shared cache) is removed first, since
     cmake keeps its objects, compiled for that CPU, under this one's name;
-    one of this CPU's is built on. Run with a stand-in cmake and sources
+    one of this CPU's is built on, and so is one whose line differs only
+    in flags no build uses (cmake/llama_simd_flags.txt's are compared:
+    before, any other flag, hypervisor say, cost a recompile). Run with a stand-in cmake and sources
     (no compiler runs), the pinned sdist linked from the real cache."""
     versions = (REPO / "scripts" / "versions.sh").read_text()
     version = re.search(r"^LLAMA_CPP_PYTHON_VERSION=(\S+)", versions, re.M).group(1)
@@ -388,7 +432,7 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
         return r
 
     r = script()
-    assert "compiled on a CPU with other flags: removing it" in r.stderr, r.stderr
+    assert "compiled on a CPU with other SIMD flags" in r.stderr, r.stderr
     assert not (root / "build" / "objects-of-another-cpu").exists()
     assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
     assert (root / "prefix" / ".sluice-complete").read_text() == f"llama-cpp-python {version} (cpu)\n"
@@ -399,6 +443,33 @@ def test_llama_cpp_sh_records_the_cpu_it_compiles_for(llama_prefix, tmp_path):
     assert "removing it" not in r.stderr, r.stderr
     assert (root / "build" / "objects-of-this-cpu").exists()
     assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    # a node of this CPU model under another kernel or hypervisor: its line
+    # differs in flags no build uses (hypervisor, md_clear, user_shstk), so
+    # the folder is kept (no 10-30 minute recompile); the note becomes this
+    # node's line
+    words = here.split(":", 1)[1].split()
+    others = ["hypervisor", "md_clear", "user_shstk"]
+    assert simd_flags(others) == []
+    flipped = [w for w in words if w not in others] + [o for o in others if o not in words]
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / ".sluice-cpu-flags").write_text("flags\t\t: " + " ".join(flipped) + "\n")
+    r = script()
+    assert "removing it" not in r.stderr, r.stderr
+    assert (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    # one SIMD flag more there (an extension this CPU lacks): removed
+    extra = next((f for f in ["amx_tile", "avx512_fp16", "avx512f", "avx2", "avx"]
+                  if f not in words), None)
+    if extra is None:
+        pytest.skip("this CPU has every SIMD flag of the stand-in")
+    assert simd_flags([extra]) == [extra]
+    (root / "prefix" / ".sluice-complete").unlink()
+    (root / "build" / ".sluice-cpu-flags").write_text("flags\t\t: " + " ".join(words + [extra]) + "\n")
+    r = script()
+    assert f"other SIMD flags ({extra} there, not here; none here, not there)" in r.stderr, r.stderr
+    assert not (root / "build" / "objects-of-this-cpu").exists()
+    assert (root / "prefix" / ".sluice-cpu-flags").read_text() == here + "\n"
+    (root / "build" / "objects-of-this-run").rename(root / "build" / "objects-of-this-cpu")
     # a build folder of the script before it noted the CPU: compiled on any
     # node of the cache, so not built on (its objects kept under this CPU's
     # name, as for another CPU's folder above)
