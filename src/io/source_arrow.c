@@ -1465,8 +1465,13 @@ static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
         sl_source_item one = {0};
         sl_status st = one_image(r, s->children[0], v->children[0], lo + (int64_t)k, at, where, &one);
         item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
-        if (st == SL_OK && one.error)
+        /* one_image's own messages name the image by `at`; a path's
+         * (its URL scheme, a missing file) only the path: which of the
+         * list's images it was is said as Parquet's lists say it. */
+        if (st == SL_OK && one.error && strncmp(one.error, at, strlen(at)) == 0)
             st = sl_source_item_fail(item, "%s", one.error);
+        else if (st == SL_OK && one.error)
+            st = sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, k + 1, n, one.error);
         sl_free(one.error);
         if (st != SL_OK || item->error)
             return st;

@@ -34,7 +34,7 @@ static sl_status db_fail(sl_idset *s, const char *doing)
 static sl_status bind_fail(int rc, const char *id, sqlite3_stmt *stmt)
 {
     return sl_sqlbind_refused(stmt, rc, "the temporary database of row ids", NULL, "the id",
-                              id, strlen(id), "an id must be under", "give the rows a shorter id");
+                              id, strlen(id), "an id may be at most", "give the rows a shorter id");
 }
 
 sl_status sl_idset_open(sl_idset **out)

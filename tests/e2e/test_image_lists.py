@@ -633,3 +633,28 @@ def test_a_list_through_llama_server(sluice, colours, llama_prefix, tmp_path):
     assert rows["two"].get("error") is None and rows["two"]["image_count"] == 2
     # The server counted a second image's positions.
     assert rows["two"]["prompt_tokens"] > rows["one"]["prompt_tokens"] + 10
+
+
+def test_a_bad_path_in_a_list_is_named_alike_in_parquet_and_arrow(sluice, colours, tmp_path):
+    """A list<string> of paths whose second path cannot be read (a scheme
+    sluice does not fetch): Parquet's failed row named the list's column and
+    'image 2 of 2'; Arrow's named only the path, so a row of several
+    images could not tell which. Both now say it alike, after the file."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.ipc as ipc
+    first = sorted(p.name for p in colours.iterdir())[0]
+    table = pa.table({"images": pa.array([[first, "ftp://h/x.jpg"]], pa.list_(pa.string()))})
+    pq.write_table(table, colours / "l.parquet")
+    with ipc.new_file(str(colours / "l.arrow"), table.schema) as w:
+        w.write_table(table)
+    said = {}
+    for name in ("l.parquet", "l.arrow"):
+        r = sluice.run("caption", colours / name, "-o", tmp_path / name, "--image-column",
+                       "images", "--dry-run")
+        assert r.returncode == 3, r.stderr
+        [row] = read_rows(tmp_path / name)
+        assert row["error"].startswith(f"{colours / name} row 0, column 'images': image 2 of 2: "
+                                       "'ftp://h/x.jpg': URL scheme 'ftp' is not supported"), row
+        said[name] = row["error"].split(": ", 1)[1]
+    assert said["l.parquet"] == said["l.arrow"], said

@@ -68,7 +68,7 @@ static void an_id_sqlite_cannot_take_is_an_error(void **state)
     sl_idset *s;
     assert_int_equal(sl_idset_open(&s), SL_OK);
     char want[96];
-    snprintf(want, sizeof want, "(%zu bytes): string or blob too big; an id must be under %d",
+    snprintf(want, sizeof want, "(%zu bytes): string or blob too big; an id may be at most %d",
              n, limit);
     bool seen = true, has = true;
     int64_t in, at;
