@@ -207,6 +207,40 @@ static int l_debug_setmetatable(lua_State *L)
     return 1;
 }
 
+/* debug.getregistry() reached the metatables whose __gc is C (a file's,
+ * sluice's boxes of JSON): one set to a Lua loop ran with hooks off. */
+static int l_no_getregistry(lua_State *L)
+{
+    return luaL_error(L, "debug.getregistry() would reach metatables whose __gc the stage's "
+                         "time_limit cannot stop: set time_limit: 0 (none) for a stage that "
+                         "needs the registry");
+}
+
+static int l_file_mt_newindex(lua_State *L)
+{
+    return luaL_error(L, "a file's metatable cannot change while calls are timed (its __gc "
+                         "runs where the stage's time_limit cannot stop it): set time_limit: 0 "
+                         "(none) for a stage that changes it");
+}
+
+/* Files have a __gc, so they are finalized: the metatable's __gc set to a
+ * Lua function (getmetatable(io.stdout).__gc = ...) ran with hooks off, and
+ * a loop there hung the run past its time_limit, Ctrl-C too. getmetatable()
+ * of a file gives a read-only view of it instead (__metatable). */
+static void guard_file_metatable(lua_State *L)
+{
+    luaL_getmetatable(L, LUA_FILEHANDLE);
+    lua_newtable(L); /* the view */
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_file_mt_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
 /* xpcall()'s handler runs where the error is raised: for the time limit's
  * error, inside the count hook, where Lua runs no hooks, so a handler that
  * loops could never be stopped. The script's handler (upvalue 1) is called
@@ -337,6 +371,13 @@ static void guard_libs(lua_State *L)
     if (c->limit_s > 0) {
         lua_pushcfunction(L, l_no_sethook);
         lua_setfield(L, -2, "sethook");
+        /* The registry and a metatable behind __metatable hold the __gc
+         * metamethods a script could change (guard_file_metatable()). */
+        lua_pushcfunction(L, l_no_getregistry);
+        lua_setfield(L, -2, "getregistry");
+        lua_getglobal(L, "getmetatable");
+        lua_setfield(L, -2, "getmetatable");
+        guard_file_metatable(L);
     }
     lua_pop(L, 1);
 }
