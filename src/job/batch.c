@@ -205,8 +205,11 @@ void batch_decode(job *j, sl_row *row, caption_row *r)
         uint8_t *data = NULL;
         size_t len = 0;
         const char *url = b->req.images[i];
-        char name[64];
-        snprintf(name, sizeof name, "%s image %d", r->rel, i + 1);
+        /* The row's error begins with its id (r->rel): the name is the
+         * image's place alone. "ID image N" cut at 64 bytes lost the N
+         * (the part a user needs) from a custom_id past 55 bytes. */
+        char name[32];
+        snprintf(name, sizeof name, "image %d", i + 1);
         st = image_bytes(j, url, i, &data, &len);
         if (st == SL_OK)
             st = sl_image_decode(data, len, name, &j->p->image, &b->images[i]);
