@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/fault.h"
 #include "core/row.h"
 #include "sluice/pipeline.h"
 #include "stage/stage.h"
@@ -708,6 +709,29 @@ static void gc_in_place_is_refused(void **state)
     rows_fail_as("gc.lua", gc_in_place_lua, want);
 }
 
+/* A script that keeps more than its state may hold fails its rows saying
+ * so: which limit, how much the state holds and what to change (Lua's own
+ * "not enough memory" said none of it, and no script:line). The limit is
+ * 64 MB here (core/fault.h, lua.memory_mb), 1024 MB in a run. */
+static void rows_past_the_memory_limit_say_so(void **state)
+{
+    (void)state;
+    assert_int_equal(sl_fault_configure("lua.memory_mb=64"), 0);
+    static const char *const want[ROWS] = {
+        "not enough memory: this worker's Lua state holds", "MB of its 64 MB limit: keep less",
+        "MB of its 64 MB limit: keep less", NULL};
+    rows_fail_as("hoard.lua",
+                 "local n = 0\n"
+                 "function process(row)\n"
+                 "  n = n + 1\n"
+                 "  local kept = {}\n"
+                 "  if n <= 3 then while true do kept[#kept + 1] = string.rep('x', 1 << 20) end end\n"
+                 "  return row\n"
+                 "end\n",
+                 want);
+    sl_fault_configure(NULL);
+}
+
 /* --- the cost of a no-op script ------------------------------------------------------------ */
 
 static void noop_cost(void **state)
@@ -749,6 +773,7 @@ int main(void)
         cmocka_unit_test(calls_past_their_time_limit_are_stopped),
         cmocka_unit_test(escapes_from_the_time_limit_are_closed),
         cmocka_unit_test(gc_in_place_is_refused),
+        cmocka_unit_test(rows_past_the_memory_limit_say_so),
         cmocka_unit_test(noop_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
