@@ -221,8 +221,15 @@ void batch_decode(job *j, sl_row *row, caption_row *r)
             r->source_height = sl_image_source_height(b->images[0]);
         }
         sl_free(data);
-        if (st == SL_OK)
+        if (st == SL_OK) {
             bytes += sl_image_bytes(b->images[i]);
+        } else if (openai) {
+            /* The server reads the images, BMPs and all: a thumbnail sluice
+             * cannot make fails nothing (it failed the rows the report
+             * sampled, and those alone). */
+            sl_log(SL_LOG_DEBUG, "no thumbnail for %s: %s", r->rel, sl_last_error());
+            st = SL_OK;
+        }
     }
     if (st == SL_OK && thumb && b->images[0]) {
         const gallery_params *gp = gallery_params_of(j->gallery);

@@ -1117,3 +1117,40 @@ def test_an_image_that_fails_is_coded_by_its_cause(sluice, tmp_path):
     params = json.loads((out / "_summary.json").read_text())["params"]
     assert params["prompt"] is None and params["system_prompt"] is None
     assert params["max_tokens"] == 12
+
+
+def test_an_image_only_the_server_reads_is_not_failed_for_the_reports_thumbnail(sluice,
+                                                                                 tmp_path):
+    """On the openai engine the server reads the images; sluice decodes a
+    request's first image only for the report's thumbnail. An image sluice
+    cannot decode (a BMP, which vLLM and llama-server take) failed the
+    request (invalid_image_format) when the report sampled it, and was sent
+    when it did not: the same line answered or failed by chance."""
+    import io
+
+    from PIL import Image
+
+    from openai_helpers import FakeServer, completion
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(buf, format="BMP")
+    bmp = "data:image/bmp;base64," + base64.b64encode(buf.getvalue()).decode()
+    sent = []
+
+    def answer(handler, attempt, body):
+        sent.append(body["messages"][0]["content"][0]["image_url"]["url"])
+        completion(handler)
+
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line(f"bmp-{k}", [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": bmp}},
+            {"type": "text", "text": "What is it?"}]}]) for k in range(3)])
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", fake.url,
+                    "--ignore-model")
+    assert res.returncode == 0, res.stderr
+    rows = output_lines(out)
+    assert sorted(r["custom_id"] for r in rows) == ["bmp-0", "bmp-1", "bmp-2"]
+    assert all(r["error"] is None for r in rows), rows
+    assert sent == [bmp] * 3
