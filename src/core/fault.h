@@ -16,7 +16,9 @@
  *   NAME=N              a number (> 0) the code reads in place of its own
  *                       (sl_fault_value): dist.warn_s, the seconds before
  *                       the first warning of an MPI rank's waits (30; the
- *                       later ones keep their schedule, scaled: dist/dist.h)
+ *                       later ones keep their schedule, scaled: dist/dist.h);
+ *                       lua.memory_mb, the MB a Lua stage's state may hold
+ *                       (1024: stage/lua_stage.c), read as a state is made
  * ACTION: sleep:MS (pause, then go on), or an errno to fail with: eio,
  * enospc, edquot, erofs, eintr. E.g. "fsync=eio@3" fails the third fsync,
  * "trace,commit.after_prepare=sleep:500@2" pauses the second part commit

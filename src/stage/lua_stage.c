@@ -26,14 +26,16 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "stage/stage.h"
 
-/* What one worker's Lua may allocate: a script that leaks, or keeps state
- * proportional to its input, fails its rows with "not enough memory" here
- * rather than taking the machine's memory. */
-#define LUA_MEMORY_LIMIT ((size_t)1 << 30)
+/* What one worker's Lua may allocate, in MB: a script that leaks, or keeps
+ * state proportional to its input, fails its rows with "not enough memory"
+ * here rather than taking the machine's memory. Tests set a smaller one
+ * (core/fault.h, lua.memory_mb). */
+#define LUA_MEMORY_LIMIT_MB 1024
 /* Nesting of tables a value may have to go to or come from JSON. */
 #define JSON_DEPTH 64
 
@@ -68,12 +70,17 @@ typedef struct lrow {
     bool keep; /* named in what process() returned */
 } lrow;
 
+/* A state's allocations: what it holds and may hold. */
+typedef struct lmem {
+    size_t used, limit;
+} lmem;
+
 typedef struct lworker {
     const lua_stage *ls;
     lua_State *L;
     lclock clock;
     int worker;
-    size_t mem;             /* bytes the state holds (the allocator counts them) */
+    lmem mem;               /* bytes the state holds (the allocator counts them) */
     int close_ref;          /* close() or LUA_NOREF */
     int kids_ref;           /* a table anchoring the copies made in this call */
     lrow **kids;            /* the copies made in this call (sluice.copy) */
@@ -89,19 +96,26 @@ enum { SLOT_MSGH = 1, SLOT_PROCESS };
 
 static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    size_t *mem = ud;
+    lmem *mem = ud;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
         sl_free(ptr);
-        *mem -= old;
+        mem->used -= old;
         return NULL;
     }
-    if (nsize > old && *mem + (nsize - old) > LUA_MEMORY_LIMIT)
+    if (nsize > old && mem->used + (nsize - old) > mem->limit)
         return NULL;
     void *p = sl_realloc(ptr, nsize);
     if (p)
-        *mem = *mem - old + nsize;
+        mem->used = mem->used - old + nsize;
     return p;
+}
+
+/* A new state whose allocations mem counts and limits. */
+static lua_State *limited_state(lmem *mem)
+{
+    *mem = (lmem){.limit = (size_t)sl_fault_value("lua.memory_mb", LUA_MEMORY_LIMIT_MB) << 20};
+    return lua_newstate(limited_alloc, mem);
 }
 
 /* --- the time limit --------------------------------------------------------------- */
@@ -205,6 +219,40 @@ static int l_debug_setmetatable(lua_State *L)
     lua_settop(L, 2);
     lua_setmetatable(L, 1);
     return 1;
+}
+
+/* debug.getregistry() reached the metatables whose __gc is C (a file's,
+ * sluice's boxes of JSON): one set to a Lua loop ran with hooks off. */
+static int l_no_getregistry(lua_State *L)
+{
+    return luaL_error(L, "debug.getregistry() would reach metatables whose __gc the stage's "
+                         "time_limit cannot stop: set time_limit: 0 (none) for a stage that "
+                         "needs the registry");
+}
+
+static int l_file_mt_newindex(lua_State *L)
+{
+    return luaL_error(L, "a file's metatable cannot change while calls are timed (its __gc "
+                         "runs where the stage's time_limit cannot stop it): set time_limit: 0 "
+                         "(none) for a stage that changes it");
+}
+
+/* Files have a __gc, so they are finalized: the metatable's __gc set to a
+ * Lua function (getmetatable(io.stdout).__gc = ...) ran with hooks off, and
+ * a loop there hung the run past its time_limit, Ctrl-C too. getmetatable()
+ * of a file gives a read-only view of it instead (__metatable). */
+static void guard_file_metatable(lua_State *L)
+{
+    luaL_getmetatable(L, LUA_FILEHANDLE);
+    lua_newtable(L); /* the view */
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_file_mt_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
 }
 
 /* xpcall()'s handler runs where the error is raised: for the time limit's
@@ -337,6 +385,13 @@ static void guard_libs(lua_State *L)
     if (c->limit_s > 0) {
         lua_pushcfunction(L, l_no_sethook);
         lua_setfield(L, -2, "sethook");
+        /* The registry and a metatable behind __metatable hold the __gc
+         * metamethods a script could change (guard_file_metatable()). */
+        lua_pushcfunction(L, l_no_getregistry);
+        lua_setfield(L, -2, "getregistry");
+        lua_getglobal(L, "getmetatable");
+        lua_setfield(L, -2, "getmetatable");
+        guard_file_metatable(L);
     }
     lua_pop(L, 1);
 }
@@ -1162,10 +1217,10 @@ static int open_sluice(lua_State *L)
 /* A new state with sluice opened and the script run: the message handler
  * at SLOT_MSGH and process() at SLOT_PROCESS. On failure, NULL and the
  * message (file:line: cause) through sl_fail. */
-static lua_State *load_script(const lua_stage *ls, lworker *w, size_t *mem, lclock *clock,
+static lua_State *load_script(const lua_stage *ls, lworker *w, lmem *mem, lclock *clock,
                               sl_status *st)
 {
-    lua_State *L = lua_newstate(limited_alloc, mem);
+    lua_State *L = limited_state(mem);
     *st = SL_ERR_NOMEM;
     if (!L) {
         sl_fail(SL_ERR_NOMEM, "out of memory starting stage '%s'", ls->name);
@@ -1380,6 +1435,17 @@ static void drop_kids(lworker *w)
             sl_row_drop(w->kids[k]->row);
 }
 
+/* Lua's "not enough memory" alone (a memory error skips the message
+ * handler: no script:line) said neither which limit nor what to do. */
+static const char *memory_error(const lworker *w, char *why, size_t size)
+{
+    snprintf(why, size, "not enough memory: this worker's Lua state holds %.0f MB of its %zu MB "
+                        "limit: keep less in the script's state between rows (docs/stages.md, "
+                        "\"Limits and cost\")", (double)w->mem.used / (1 << 20),
+             w->mem.limit >> 20);
+    return why;
+}
+
 static sl_status lua_process(void *state, sl_row *const *rows, size_t n)
 {
     lworker *w = state;
@@ -1392,7 +1458,10 @@ static sl_status lua_process(void *state, sl_row *const *rows, size_t n)
         lua_pushvalue(L, SLOT_CALL);
         lua_pushlightuserdata(L, row);
         const char *err = NULL;
-        if (timed_pcall(L, 1, 1) != LUA_OK)
+        int rc = timed_pcall(L, 1, 1);
+        if (rc == LUA_ERRMEM)
+            err = memory_error(w, why, sizeof why);
+        else if (rc != LUA_OK)
             err = error_text(L);
         else if (lua_touserdata(L, -1) == w->cur && w->cur) /* the row itself: the usual */
             w->cur->keep = true;
@@ -1504,7 +1573,7 @@ sl_status lua_stage_open(const sl_stage_spec *spec, const char *name,
     }
     /* The check: the script loads and defines process() (in a state of its
      * own: the top level runs again in each worker). */
-    size_t mem = 0;
+    lmem mem;
     lclock clock;
     sl_status st;
     lua_State *L = load_script(ls, NULL, &mem, &clock, &st);
@@ -1543,8 +1612,8 @@ static int roundtrip(lua_State *L)
 sl_status lua_stage_json_roundtrip(const char *json, size_t len, char **out)
 {
     *out = NULL;
-    size_t mem = 0;
-    lua_State *L = lua_newstate(limited_alloc, &mem);
+    lmem mem;
+    lua_State *L = limited_state(&mem);
     if (!L)
         return sl_fail(SL_ERR_NOMEM, "out of memory making a Lua state");
     luaL_requiref(L, "_G", luaopen_base, 0); /* luaL_setmetatable needs nothing more */

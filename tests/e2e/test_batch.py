@@ -1070,6 +1070,9 @@ def test_a_request_the_server_refuses_is_an_invalid_request(sluice, tmp_path):
     assert summary["failures"] == [{"stage": "engine", "class": "invalid", "rows": 1}]
 
 
+LONG_ID = "request-" + "x" * 92  # 100 bytes
+
+
 def test_an_image_that_fails_is_coded_by_its_cause(sluice, tmp_path):
     """Each way an image can fail has its own code, so a script can tell a
     bad URL, a file that is not there, bytes that are no image and an image
@@ -1091,6 +1094,9 @@ def test_an_image_that_fails_is_coded_by_its_cause(sluice, tmp_path):
         image_line("missing", (tmp_path / "nope.jpg").as_uri()),
         image_line("big", big.as_uri()),
         image_line("good", data_url("coffee.jpg")),
+        line(LONG_ID, [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url("coffee.jpg")}},
+            {"type": "image_url", "image_url": {"url": corrupt}}]}]),
     ])
     out = tmp_path / "out"
     res = batch(sluice, requests, out, *LLAMA, "--allow-local-images",
@@ -1100,7 +1106,10 @@ def test_an_image_that_fails_is_coded_by_its_cause(sluice, tmp_path):
     codes = {k: (r["error"] or {}).get("code") for k, r in rows.items()}
     assert codes == {"corrupt": "invalid_image_format", "bad-base64": "invalid_image_url",
                      "missing": "image_fetch_failed", "big": "image_too_large",
-                     "good": None}, rows
+                     "good": None, LONG_ID: "invalid_image_format"}, rows
+    # Which image failed is said whatever the id's length (the name was
+    # "ID image N" cut at 64 bytes: a long custom_id lost the N).
+    assert rows[LONG_ID]["error"]["message"].startswith(LONG_ID + ": image 2: not an image")
     assert "1200x1000 pixels" in rows["big"]["error"]["message"]
     assert "nope.jpg" in rows["missing"]["error"]["message"]
     # Each request brought its own messages: the caption prompt was not
@@ -1108,3 +1117,40 @@ def test_an_image_that_fails_is_coded_by_its_cause(sluice, tmp_path):
     params = json.loads((out / "_summary.json").read_text())["params"]
     assert params["prompt"] is None and params["system_prompt"] is None
     assert params["max_tokens"] == 12
+
+
+def test_an_image_only_the_server_reads_is_not_failed_for_the_reports_thumbnail(sluice,
+                                                                                 tmp_path):
+    """On the openai engine the server reads the images; sluice decodes a
+    request's first image only for the report's thumbnail. An image sluice
+    cannot decode (a BMP, which vLLM and llama-server take) failed the
+    request (invalid_image_format) when the report sampled it, and was sent
+    when it did not: the same line answered or failed by chance."""
+    import io
+
+    from PIL import Image
+
+    from openai_helpers import FakeServer, completion
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(buf, format="BMP")
+    bmp = "data:image/bmp;base64," + base64.b64encode(buf.getvalue()).decode()
+    sent = []
+
+    def answer(handler, attempt, body):
+        sent.append(body["messages"][0]["content"][0]["image_url"]["url"])
+        completion(handler)
+
+    requests = write_batch(tmp_path / "requests.jsonl", [
+        line(f"bmp-{k}", [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": bmp}},
+            {"type": "text", "text": "What is it?"}]}]) for k in range(3)])
+    out = tmp_path / "out"
+    with FakeServer(answer) as fake:
+        res = batch(sluice, requests, out, "--engine", "openai", "--endpoint", fake.url,
+                    "--ignore-model")
+    assert res.returncode == 0, res.stderr
+    rows = output_lines(out)
+    assert sorted(r["custom_id"] for r in rows) == ["bmp-0", "bmp-1", "bmp-2"]
+    assert all(r["error"] is None for r in rows), rows
+    assert sent == [bmp] * 3

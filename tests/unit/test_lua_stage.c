@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/fault.h"
 #include "core/row.h"
 #include "sluice/pipeline.h"
 #include "stage/stage.h"
@@ -647,30 +648,88 @@ static const char escapes_lua[] =
     "  return row\n"
     "end\n";
 
-static void escapes_from_the_time_limit_are_closed(void **state)
+/* ROWS rows through a worker of the script `text` (as `file`, timed at
+ * 0.2 s): row i fails with an error holding want[i], or passes (NULL). */
+static void rows_fail_as(const char *file, const char *text, const char *const want[ROWS])
 {
-    (void)state;
     setup_dirs();
-    sl_stage_spec spec = {.name = "escapes", .lua = script("escapes.lua", escapes_lua),
-                          .time_limit_s = 0.2};
+    sl_stage_spec spec = {.name = "escapes", .lua = script(file, text), .time_limit_s = 0.2};
     user_stage *us;
     sl_pipeline_stage_params sp;
     static struct sl_row rows[ROWS];
     sl_row *batch[ROWS];
+    memset(rows, 0, sizeof rows);
     void *ws = worker_and_rows(&spec, &us, &sp, rows, batch);
     assert_int_equal(sp.process(ws, batch, ROWS), SL_OK);
-    static const char *const want[ROWS] = {
-        "still running after 0.2 s", "still running after 0.2 s", /* raised again after xpcall */
-        "debug.sethook() would take away the hook", "a __gc metamethod runs where",
-        "os.exit() would end the whole run", "attempt to load a binary chunk", NULL};
     for (int i = 0; i < ROWS; i++) {
         const char *err = batch[i]->error;
         if (want[i] ? !err || !strstr(err, want[i]) : err != NULL)
             fail_msg("row %d: %s", i, err ? err : "(no error)");
+        sl_free(rows[i].error);
     }
     sp.close(ws, SL_END_COMPLETE);
     user_stage_free(us);
     tu_rmtree(base);
+}
+
+static void escapes_from_the_time_limit_are_closed(void **state)
+{
+    (void)state;
+    static const char *const want[ROWS] = {
+        "still running after 0.2 s", "still running after 0.2 s", /* raised again after xpcall */
+        "debug.sethook() would take away the hook", "a __gc metamethod runs where",
+        "os.exit() would end the whole run", "attempt to load a binary chunk", NULL};
+    rows_fail_as("escapes.lua", escapes_lua, want);
+}
+
+/* A __gc reached where it already is: a file's metatable (getmetatable(),
+ * debug.getmetatable()) and sluice's own through debug.getregistry(). Set
+ * to a Lua loop, it ran with hooks off and the worker hung past its
+ * time_limit (and Ctrl-C) for good. Each is refused; the file's metatable
+ * still reads. */
+static const char gc_in_place_lua[] =
+    "local n = 0\n"
+    "local loop = function() while true do end end\n"
+    "function process(row)\n"
+    "  n = n + 1\n"
+    "  if n == 1 then getmetatable(io.stdout).__gc = loop io.tmpfile() collectgarbage() end\n"
+    "  if n == 2 then debug.getmetatable(io.stdout).__gc = loop io.tmpfile() collectgarbage() end\n"
+    "  if n == 3 then debug.getregistry()['sluice.jbox'].__gc = loop sluice.to_json({}) "
+    "collectgarbage() end\n"
+    "  assert(getmetatable(io.stdout).__name == 'FILE*' and io.type(io.stdout) == 'file')\n"
+    "  return row\n"
+    "end\n";
+
+static void gc_in_place_is_refused(void **state)
+{
+    (void)state;
+    static const char *const want[ROWS] = {"gc.lua:5: a file's metatable cannot change",
+                                           "gc.lua:6: a file's metatable cannot change",
+                                           "gc.lua:7: debug.getregistry() would reach", NULL};
+    rows_fail_as("gc.lua", gc_in_place_lua, want);
+}
+
+/* A script that keeps more than its state may hold fails its rows saying
+ * so: which limit, how much the state holds and what to change (Lua's own
+ * "not enough memory" said none of it, and no script:line). The limit is
+ * 64 MB here (core/fault.h, lua.memory_mb), 1024 MB in a run. */
+static void rows_past_the_memory_limit_say_so(void **state)
+{
+    (void)state;
+    assert_int_equal(sl_fault_configure("lua.memory_mb=64"), 0);
+    static const char *const want[ROWS] = {
+        "not enough memory: this worker's Lua state holds", "MB of its 64 MB limit: keep less",
+        "MB of its 64 MB limit: keep less", NULL};
+    rows_fail_as("hoard.lua",
+                 "local n = 0\n"
+                 "function process(row)\n"
+                 "  n = n + 1\n"
+                 "  local kept = {}\n"
+                 "  if n <= 3 then while true do kept[#kept + 1] = string.rep('x', 1 << 20) end end\n"
+                 "  return row\n"
+                 "end\n",
+                 want);
+    sl_fault_configure(NULL);
 }
 
 /* --- the cost of a no-op script ------------------------------------------------------------ */
@@ -713,6 +772,8 @@ int main(void)
         cmocka_unit_test(fan_out),           cmocka_unit_test(scripts_refused),
         cmocka_unit_test(calls_past_their_time_limit_are_stopped),
         cmocka_unit_test(escapes_from_the_time_limit_are_closed),
+        cmocka_unit_test(gc_in_place_is_refused),
+        cmocka_unit_test(rows_past_the_memory_limit_say_so),
         cmocka_unit_test(noop_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
