@@ -768,16 +768,24 @@ static int row_set_task_answer(lua_State *L)
     return 0;
 }
 
-/* JSON text as a Lua value (nil for NULL). */
+/* JSON text as a Lua value (nil for NULL). The parsed value is held by a
+ * box while it is pushed: push_json may raise (the state's memory limit,
+ * nesting past JSON_DEPTH), and a bare json_t would be lost. */
 static void push_json_text(lua_State *L, const char *text)
 {
-    json_t *v = text ? json_loads(text, 0, NULL) : NULL;
-    if (!v) {
+    jbox *b = text ? push_box(L, NULL) : NULL; /* (may raise: nothing held yet) */
+    if (b)
+        b->v = json_loads(text, 0, NULL);
+    if (!b || !b->v) {
+        if (b)
+            lua_pop(L, 1);
         lua_pushnil(L);
         return;
     }
-    push_json(L, v, 0);
-    json_decref(v);
+    push_json(L, b->v, 0);
+    json_decref(b->v);
+    b->v = NULL;
+    lua_remove(L, -2);
 }
 
 /* row:task_logprobs(name): that task's log-probabilities (nil when not
