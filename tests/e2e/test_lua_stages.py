@@ -729,6 +729,14 @@ def test_a_stopped_run_says_the_rows_a_filter_dropped(sluice, tmp_path):
     assert "sluice: 0 rows written (0 failed) to " in r.stderr, r.stderr
     assert f"\nsluice: {dropped} row{'s' if dropped > 1 else ''} dropped by a stage (not " \
            "written; done: a rerun skips them)\n" in r.stderr, r.stderr
+    # The rows the stop left unsent were "out" of the engine and of this
+    # stage (drop_and_stop 4/6 after dropping 2 of 6): passed on by neither.
+    stages = {s["name"]: s for s in summary["stages"]}
+    deferred = summary["rows"]["deferred"]
+    assert deferred >= 1, summary["rows"]
+    assert stages["drop_and_stop"]["rows_out"] == 0, stages
+    assert stages["drop_and_stop"]["rows_dropped"] == dropped, stages
+    assert stages["engine"]["rows_out"] == stages["engine"]["rows_in"] - deferred, stages
 
 
 @pytest.mark.parametrize("flags, said", [
