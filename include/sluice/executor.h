@@ -211,6 +211,8 @@ void sl_exec_request_stop(sl_exec *exec);
 typedef struct sl_stage_stats {
     const char *name;
     int workers;
+    /* rows_out: passed on (the sink: done), neither failed nor dropped
+     * here, nor deferred here or before (drained unsent at a stop). */
     uint64_t rows_in, rows_out, rows_failed;
     uint64_t queue_rows, queue_bytes;   /* waiting in this stage's input queue */
     uint64_t in_flight;                 /* async: submitted, not completed */

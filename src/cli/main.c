@@ -1030,6 +1030,10 @@ static const char *base_name(const char *path)
     return slash ? slash + 1 : path;
 }
 
+/* "s" after a count other than one: "1 row", "2 rows" ("1 rows written"
+ * was printed). */
+static const char *plural(long n) { return n == 1 ? "" : "s"; }
+
 /* Where the rows went: the output folder and the part files this run
  * committed, named when few, the first and last of many (under MPI only
  * counted: the ranks' parts interleave). */
@@ -1039,7 +1043,7 @@ static void describe_output(char *out, size_t cap, const sl_caption_summary *s, 
     if (s->shards <= 0)
         snprintf(out, cap, "%s (no part file committed)", dir);
     else if (!first[0] || !last[0])
-        snprintf(out, cap, "%s (%ld part file%s)", dir, s->shards, s->shards == 1 ? "" : "s");
+        snprintf(out, cap, "%s (%ld part file%s)", dir, s->shards, plural(s->shards));
     else if (s->shards == 1)
         snprintf(out, cap, "%s (1 part file: %s)", dir, last);
     else
@@ -1054,9 +1058,10 @@ static void print_dry_run(const sl_caption_summary *s, const sl_caption_params *
 {
     double secs = s->seconds > 0 ? s->seconds : 0;
     if (s->rows_skipped)
-        printf("\nresumed: %ld inputs skipped, done by an earlier run", s->rows_skipped);
-    printf("\ndry run (no model): %ld rows: %ld read and decoded, %ld failed", s->rows,
-           s->rows_ok, s->rows_failed);
+        printf("\nresumed: %ld input%s skipped, done by an earlier run", s->rows_skipped,
+               plural(s->rows_skipped));
+    printf("\ndry run (no model): %ld row%s: %ld read and decoded, %ld failed", s->rows,
+           plural(s->rows), s->rows_ok, s->rows_failed);
     for (int i = 0; i < s->n_failures; i++)
         printf("%s%ld %s at %s", i ? ", " : " (", s->failures[i].rows, s->failures[i].cause,
                s->failures[i].stage);
@@ -1179,16 +1184,16 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         char output[8400];
         describe_output(output, sizeof output, &sum, p.output_dir);
         say_config_error(cfg, sl_last_error());
-        fprintf(stderr, "sluice: %ld rows written (%ld failed) to %s\n", sum.rows,
-                sum.rows_failed, output);
+        fprintf(stderr, "sluice: %ld row%s written (%ld failed) to %s\n", sum.rows,
+                plural(sum.rows), sum.rows_failed, output);
         /* The progress line counted them done: without this line a
          * filter's stop read as inputs gone missing. */
         if (sum.rows_dropped > 0)
             fprintf(stderr, "sluice: %ld row%s dropped by a stage (not written; done: a rerun "
-                            "skips them)\n", sum.rows_dropped, sum.rows_dropped == 1 ? "" : "s");
+                            "skips them)\n", sum.rows_dropped, plural(sum.rows_dropped));
         if (sum.rows_deferred > 0)
             fprintf(stderr, "sluice: stopping: %ld queued row%s not sent; resume redoes them\n",
-                    sum.rows_deferred, sum.rows_deferred == 1 ? "" : "s");
+                    sum.rows_deferred, plural(sum.rows_deferred));
         /* The rows in flight at the stop are finished and written: they may
          * have been the last, and then a rerun has nothing to do. */
         if (sum.inputs_all_done)
@@ -1206,9 +1211,10 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
      * not one that found everything done. */
     if (sum.rows == 0 && sum.rows_dropped == 0 && sum.resumed) {
         if (!pr.quiet)
-            printf("all inputs were already done: %s holds their %ld rows from an earlier run "
-                   "(%ld inputs skipped now); nothing new written\n", p.output_dir,
-                   sum.rows_done_before, sum.rows_skipped);
+            printf("all inputs were already done: %s holds their %ld row%s from an earlier run "
+                   "(%ld input%s skipped now); nothing new written\n", p.output_dir,
+                   sum.rows_done_before, plural(sum.rows_done_before), sum.rows_skipped,
+                   plural(sum.rows_skipped));
         if (!pr.quiet && sum.rows_failed_before > 0)
             printf(batch ? "%ld of those requests failed: docs/batch.md#resume says how to "
                            "answer them again\n"
@@ -1236,21 +1242,28 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
         bool per_task = p.rows_per_task && p.n_tasks > 0 && !batch;
         bool per_answer = p.sampling.n > 1 && !batch;
         long per = (per_task ? p.n_tasks : 1) * (per_answer ? p.sampling.n : 1);
-        if (pr.show > 0 && sum.rows_ok / per > pr.shown) /* --show 0: none asked for */
-            printf("... and %ld more %s\n", sum.rows_ok / per - pr.shown,
-                   per_task || per_answer ? "images answered" : batch ? "answers" : "captions");
+        if (pr.show > 0 && sum.rows_ok / per > pr.shown) { /* --show 0: none asked for */
+            long more = sum.rows_ok / per - pr.shown;
+            printf("... and %ld more %s%s\n", more,
+                   per_task || per_answer ? (more == 1 ? "image answered" : "images answered")
+                   : batch                ? "answer"
+                                          : "caption",
+                   per_task || per_answer ? "" : plural(more));
+        }
         if (sum.rows_skipped)
-            printf("\nresumed: %ld inputs skipped, done by an earlier run", sum.rows_skipped);
-        printf(batch ? "\n%ld requests: %ld answered, %ld failed%s in %.2f s (%.2f requests/s, "
+            printf("\nresumed: %ld input%s skipped, done by an earlier run", sum.rows_skipped,
+                   plural(sum.rows_skipped));
+        printf(batch ? "\n%ld request%s: %ld answered, %ld failed%s in %.2f s (%.2f requests/s, "
                      : per_task && per_answer
-                         ? "\n%ld rows, one per image, task and answer: %ld answered, %ld "
+                         ? "\n%ld row%s, one per image, task and answer: %ld answered, %ld "
                            "failed%s in %.2f s (%.2f rows/s, "
-                     : per_task ? "\n%ld rows, one per image and task: %ld answered, %ld failed"
+                     : per_task ? "\n%ld row%s, one per image and task: %ld answered, %ld failed"
                                   "%s in %.2f s (%.2f rows/s, "
-                     : per_answer ? "\n%ld rows, one per image and answer: %ld answered, %ld "
+                     : per_answer ? "\n%ld row%s, one per image and answer: %ld answered, %ld "
                                     "failed%s in %.2f s (%.2f rows/s, "
-                     : "\n%ld images: %ld captioned, %ld failed%s in %.2f s (%.2f images/s, ",
-               answered, sum.rows_ok, sum.rows_failed, dropped, sum.seconds, rate);
+                     : "\n%ld image%s: %ld captioned, %ld failed%s in %.2f s (%.2f images/s, ",
+               answered, plural(answered), sum.rows_ok, sum.rows_failed, dropped, sum.seconds,
+               rate);
         char output[8400];
         describe_output(output, sizeof output, &sum, p.output_dir);
         printf("%.1f tokens/s; model '", tps);
@@ -1269,7 +1282,7 @@ static int run_job_on(const sl_config *cfg, const command *cmd, sl_dist *dist)
                            "docs/batch.md#resume says how to answer them again\n"
                          : "the output also holds %ld failed row%s of earlier runs: "
                            "--retry-failed captions their inputs again\n",
-                   sum.rows_failed_before, sum.rows_failed_before == 1 ? "" : "s");
+                   sum.rows_failed_before, plural(sum.rows_failed_before));
     }
     return exit_code_of_output(&sum);
 }

@@ -188,7 +188,7 @@ size_t printer_put_text(FILE *f, const char *text, size_t max, bool keep_lines)
     size_t n = strlen((const char *)s), cols = 0;
     for (size_t i = 0; i < n;) {
         if (i >= max) {
-            int w = fprintf(f, "\u2026 (%zu bytes more)", n - i);
+            int w = fprintf(f, "\u2026 (%zu byte%s more)", n - i, n - i == 1 ? "" : "s");
             return cols + (w > 2 ? (size_t)w - 2 : 0); /* the ellipsis is 3 bytes, 1 column */
         }
         size_t len = s[i] < 0x80 ? 1 : utf8_char_len(s + i, n - i);
@@ -298,8 +298,8 @@ static void print_progress_locked(printer *pr, const sl_caption_progress *g)
                  ", %llu skipped (done before)", (unsigned long long)g->rows_skipped);
     if (g->ranks > 1) /* rank 0 of an MPI job: the whole job as well */
         snprintf(skipped + strlen(skipped), sizeof skipped - strlen(skipped),
-                 " [job: %lld rows committed, %d of %d ranks done]", (long long)g->job_rows,
-                 g->ranks_finished, g->ranks);
+                 " [job: %lld row%s committed, %d of %d ranks done]", (long long)g->job_rows,
+                 g->job_rows == 1 ? "" : "s", g->ranks_finished, g->ranks);
     if (g->retry_failed && !pr->retry_said) {
         clear_progress(pr);
         fprintf(stderr, "sluice: retrying: %lld failed row%s taken out of %lld part%s to be "

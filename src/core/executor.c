@@ -269,14 +269,20 @@ static bool forward(worker *w, sl_row **rows, size_t n)
     if (n == 0)
         return true;
     stage *st = w->st;
-    size_t failed = 0, dropped = 0;
+    size_t failed = 0, dropped = 0, deferred = 0;
     for (size_t i = 0; i < n; i++) {
-        failed += rows[i]->error && rows[i]->mark_stage == st->name;
-        dropped += rows[i]->dropped && !rows[i]->error && rows[i]->mark_stage == st->name;
+        bool mine = rows[i]->mark_stage == st->name;
+        if (rows[i]->error && mine)
+            failed++;
+        else if (rows[i]->dropped && !rows[i]->error && mine)
+            dropped++;
+        else if (rows[i]->deferred) /* here or before: drained unsent at a stop, so no
+                                       stage passed it on (the run's rows_deferred) */
+            deferred++;
     }
     atomic_fetch_add(&st->rows_failed, failed);
     atomic_fetch_add(&st->rows_dropped, dropped);
-    atomic_fetch_add(&st->rows_out, n - failed - dropped);
+    atomic_fetch_add(&st->rows_out, n - failed - dropped - deferred);
     uint64_t blocked = 0;
     size_t pushed = sl_queue_push(next_queue(w), rows, n, &blocked);
     atomic_fetch_add(&st->blocked_ns, blocked);
@@ -537,7 +543,7 @@ static void run_map(worker *w, void **state, bool is_sink)
             deferred += batch[i]->deferred;
             if (batch[i]->error && batch[i]->mark_stage == st->name)
                 atomic_fetch_add(&st->rows_failed, 1);
-            else
+            else if (!batch[i]->deferred) /* not written: left for the resume */
                 atomic_fetch_add(&st->rows_out, 1);
             free_row(batch[i], exec);
         }

@@ -76,17 +76,33 @@ void sl_source_item_clear(sl_source_item *item)
     *item = (sl_source_item){.shard = -1};
 }
 
+static sl_status item_vfail(sl_source_item *item, sl_status cause, const char *fmt, va_list ap)
+{
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    sl_free(item->error);
+    item->error_status = cause;
+    if (!(item->error = sl_strdup(buf)))
+        return sl_fail(SL_ERR_NOMEM, "out of memory reading the input");
+    return SL_OK;
+}
+
 sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char buf[1024];
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    sl_status st = item_vfail(item, SL_ERR_INVALID_ARG, fmt, ap);
     va_end(ap);
-    sl_free(item->error);
-    if (!(item->error = sl_strdup(buf)))
-        return sl_fail(SL_ERR_NOMEM, "out of memory reading the input");
-    return SL_OK;
+    return st;
+}
+
+sl_status sl_source_item_fail_status(sl_source_item *item, sl_status cause, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sl_status st = item_vfail(item, cause, fmt, ap);
+    va_end(ap);
+    return st;
 }
 
 /* base_dir/value for a relative value in a bucket, its "." and ".."
@@ -167,8 +183,9 @@ sl_status sl_source_locate(const char *value, const char *base_dir, const sl_sou
             sl_free(item->data);
             item->data = NULL;
             item->len = 0;
-            return sl_source_item_fail(item, "a data: URL image of %zu bytes, over the limit of %zu "
-                                             "(--max-item-bytes)", len, p->max_item_bytes);
+            return sl_source_item_fail_status(item, SL_ERR_TOO_LARGE, "a data: URL image of %zu "
+                                              "bytes, over the limit of %zu (--max-item-bytes)",
+                                              len, p->max_item_bytes);
         }
         if (where && !(item->name = sl_strdup(where)))
             return sl_fail(SL_ERR_NOMEM, "out of memory decoding a data: URL");
@@ -236,7 +253,10 @@ sl_status sl_source_locate_unembedded(const char *value, const char *base_dir,
     if (*scheme || access(item->path, F_OK) == 0)
         return SL_OK;
     int err = errno;
-    return sl_source_item_fail(item, "%s: the image's bytes are %s, and its path '%s' cannot be "
+    /* Classed as the decode stage classes a path in a manifest that is
+     * not there (not_found), the bytes being absent either way. */
+    return sl_source_item_fail_status(item, err == ENOENT ? SL_ERR_NOT_FOUND : SL_ERR_IO,
+                               "%s: the image's bytes are %s, and its path '%s' cannot be "
                                      "opened: %s (a dataset saved without its images keeps only "
                                      "the paths they had where it was made: %s)",
                                where, null_bytes ? "null" : "empty", item->path, strerror(err),
@@ -265,8 +285,9 @@ sl_status sl_source_locate_list(const char *const *values, size_t n, const char 
         item->images[i].len = one.len;
         item->images[i].name = one.name;
         if (st != SL_OK || one.error) {
-            st = st == SL_OK ? sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, i + 1,
-                                                   n, one.error)
+            st = st == SL_OK ? sl_source_item_fail_status(item, one.error_status,
+                                                          "%s: image %zu of %zu: %s", where,
+                                                          i + 1, n, one.error)
                              : st;
             sl_free(one.error);
             return st;
@@ -478,6 +499,7 @@ static sl_status no_images_row(source_reader *r, sl_source_item *item, bool *don
     r->folder_rows++;
     item->id = folder_id(r);
     item->path = sl_strdup(r->folder);
+    item->error_status = SL_ERR_INVALID_ARG; /* the input is of another kind */
     item->error = sl_asprintf(
         "folder '%s' holds no image or video files, but %llu %s file%s ('%s'%s): pass "
         "--input-format %s to read %s",
@@ -499,6 +521,7 @@ static sl_status nothing_row(source_reader *r, sl_source_item *item, bool *done)
     r->s3_keys++;
     item->id = folder_id(r);
     item->path = sl_strdup(r->s3_prefix);
+    item->error_status = SL_ERR_NOT_FOUND;
     item->error = sl_asprintf("nothing in the store at '%.*s': no object of that name, none "
                               "under '%s'",
                               (int)strlen(r->s3_prefix) - 1, r->s3_prefix, r->s3_prefix);
@@ -523,6 +546,7 @@ static sl_status s3_folder_next(source_reader *r, sl_source_item *item, bool *do
             *done = false;
             item->id = folder_id(r);
             item->path = sl_strdup(r->s3_prefix);
+            item->error_status = SL_ERR_IO;
             item->error = r->s3_keys
                               ? sl_asprintf("the listing of %s stopped after %llu rows, the "
                                             "rest of the folder unread (run the same command "
@@ -580,6 +604,7 @@ static sl_status folder_next(source_reader *r, sl_source_item *item, bool *done)
             continue;
         r->folder_rows++;
         item->id = *r->name ? sl_asprintf("%s/%s", r->name, e->rel) : sl_strdup(e->rel);
+        item->error_status = e->error ? SL_ERR_IO : SL_OK; /* a folder it cannot list */
         if (!item->id || !(item->path = sl_strdup(e->path)) ||
             (e->error && !(item->error = sl_strdup(e->error))))
             return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", e->path);
@@ -1313,13 +1338,15 @@ nomem:
     return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
 }
 
-/* A row that failed before it had columns: id FILE:LINE, the error naming it. */
+/* A row that failed before it had columns: id FILE:LINE, the error naming
+ * it; its cause the line's data, or its size past --max-line-bytes. */
 static sl_status line_fail(source_reader *r, long line, sl_source_item *item, const char *why)
 {
     item->at = line;
     if (!(item->id = sl_asprintf("%s:%ld", r->name, line)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-    return sl_source_item_fail(item, "%s:%ld: %s", r->file, line, why);
+    return sl_source_item_fail_status(item, r->too_long ? SL_ERR_TOO_LARGE : SL_ERR_INVALID_ARG,
+                                      "%s:%ld: %s", r->file, line, why);
 }
 
 /* At the end of the lines: when a read failed, not the file's end, one
@@ -1335,8 +1362,10 @@ static sl_status read_error_item(source_reader *r, sl_source_item *item, bool *d
     item->cut_short = r->read_failed; /* a damaged file ends alike for every run */
     if (!(item->id = sl_strdup(r->name)) || !(item->path = sl_strdup(r->file)))
         return sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
-    return sl_source_item_fail(item, "manifest '%s': reading stopped after %s %ld: %s", r->file,
-                               r->json_array ? "element" : "line", r->line, r->read_error);
+    return sl_source_item_fail_status(item, SL_ERR_IO,
+                                      "manifest '%s': reading stopped after %s %ld: %s", r->file,
+                                      r->json_array ? "element" : "line", r->line,
+                                      r->read_error);
 }
 
 /* A JSON row's id column holding an integer past int64 (a 64-bit hash):
@@ -2607,6 +2636,7 @@ static sl_status next_item(sl_source *src, sl_source_item *item, bool *done)
             }
             if (open_error) {
                 item->error = open_error;
+                item->error_status = SL_ERR_IO; /* the file could not be opened and read */
                 item->cut_short = open_cut;
                 if (!(item->id = sl_strdup(*name ? name : base_name(f))) ||
                     !(item->path = sl_strdup(f)))

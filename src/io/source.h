@@ -123,6 +123,12 @@ typedef struct sl_source_item {
     json_t *extra;   /* pass-through columns (an object), or NULL */
     char *prompt;    /* per-row prompt, or NULL */
     char *error;     /* set: this item failed at read, with why */
+    sl_status error_status; /* with error, its cause (its sl_status_class() labels the
+                               failure): SL_ERR_INVALID_ARG the row's own data (a null or
+                               empty image, a refused URL, a malformed value),
+                               SL_ERR_TOO_LARGE past a size limit, SL_ERR_NOT_FOUND a file
+                               it names that is not there, SL_ERR_IO a file or store that
+                               could not be read; SL_OK (not set) reads as SL_ERR_IO */
     size_t input;    /* where it was read: the input file's number (sl_source_origin) */
     int64_t at;      /* and the place in it: a manifest line, the byte offset of a tar
                         sample, a Parquet row; -1 for none */

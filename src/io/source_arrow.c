@@ -1415,8 +1415,10 @@ static sl_status one_image(source_reader *r, const struct ArrowSchema *s, const 
         struct ArrowBufferView b = ArrowArrayViewGetBytesUnsafe(bytes, bi);
         if (b.size_bytes > 0) {
             if ((uint64_t)b.size_bytes > r->p->max_item_bytes)
-                return sl_source_item_fail(one, "%s: the image is %lld bytes, over the limit of %zu", where,
-                                           (long long)b.size_bytes, r->p->max_item_bytes);
+                return sl_source_item_fail_status(one, SL_ERR_TOO_LARGE,
+                                                  "%s: the image is %lld bytes, over the limit of %zu",
+                                                  where, (long long)b.size_bytes,
+                                                  r->p->max_item_bytes);
             if (!(one->data = sl_malloc((size_t)b.size_bytes)) || !(one->name = sl_strdup(name)))
                 return sl_fail(SL_ERR_NOMEM, "out of memory reading %s", where);
             memcpy(one->data, b.data.data, (size_t)b.size_bytes);
@@ -1469,9 +1471,10 @@ static sl_status row_images(source_reader *r, int64_t i, sl_source_item *item)
          * (its URL scheme, a missing file) only the path: which of the
          * list's images it was is said as Parquet's lists say it. */
         if (st == SL_OK && one.error && strncmp(one.error, at, strlen(at)) == 0)
-            st = sl_source_item_fail(item, "%s", one.error);
+            st = sl_source_item_fail_status(item, one.error_status, "%s", one.error);
         else if (st == SL_OK && one.error)
-            st = sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, k + 1, n, one.error);
+            st = sl_source_item_fail_status(item, one.error_status, "%s: image %zu of %zu: %s",
+                                            where, k + 1, n, one.error);
         sl_free(one.error);
         if (st != SL_OK || item->error)
             return st;
@@ -1585,7 +1588,8 @@ static sl_status arrow_next(source_reader *r, sl_source_item *item, bool *done)
             /* A read that failed (the store, the disk) may not fail for
              * another run; a damaged file ends alike for every run. */
             item->cut_short = r->io_error[0] != 0;
-            st = item->id ? sl_source_item_fail(item, "%s; the rest of the file is skipped", why)
+            st = item->id ? sl_source_item_fail_status(item, SL_ERR_IO,
+                                                       "%s; the rest of the file is skipped", why)
                           : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", r->file);
             sl_free(why);
             return st;

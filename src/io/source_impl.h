@@ -148,8 +148,13 @@ bool sl_source_column_in_prompt(const sl_source_params *p, const char *column);
  * byte 0xE9 at byte 3, which is not UTF-8: ...". */
 bool sl_source_prompt_text_bad(const char *column, const char *s, size_t len, char *why, size_t size);
 
-/* item->error = formatted message (always returns SL_OK unless out of memory). */
+/* item->error = formatted message, caused by the row's own data
+ * (item->error_status SL_ERR_INVALID_ARG); always returns SL_OK unless out
+ * of memory. A failure to read the file or store, or past a size limit,
+ * names its cause with sl_source_item_fail_status. */
 sl_status sl_source_item_fail(sl_source_item *item, const char *fmt, ...)
     SL_PRINTF(2, 3);
+sl_status sl_source_item_fail_status(sl_source_item *item, sl_status cause, const char *fmt, ...)
+    SL_PRINTF(3, 4);
 
 #endif

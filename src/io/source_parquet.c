@@ -459,8 +459,9 @@ static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, 
         int64_t e = lo + (int64_t)k;
         size_t len = bv->valid[e] ? (size_t)(bv->offsets[e + 1] - bv->offsets[e]) : 0;
         if (len > r->p->max_item_bytes)
-            return sl_source_item_fail(item, "%s: image %zu of %zu is %zu bytes, over the limit of %zu", where,
-                                       k + 1, n, len, r->p->max_item_bytes);
+            return sl_source_item_fail_status(item, SL_ERR_TOO_LARGE,
+                                              "%s: image %zu of %zu is %zu bytes, over the limit of %zu",
+                                              where, k + 1, n, len, r->p->max_item_bytes);
         if (len) {
             if (!(item->images[k].data = sl_malloc(len)) ||
                 !(item->images[k].name = sl_strdup(where))) /* the decode says which image */
@@ -484,7 +485,8 @@ static sl_status list_images(source_reader *r, const sl_pq_batch *b, int64_t i, 
          * image held neither bytes nor a path */
         item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
         if (st == SL_OK && one.error)
-            st = sl_source_item_fail(item, "%s: image %zu of %zu: %s", where, k + 1, n, one.error);
+            st = sl_source_item_fail_status(item, one.error_status, "%s: image %zu of %zu: %s",
+                                            where, k + 1, n, one.error);
         sl_free(one.error);
         if (st != SL_OK || item->error)
             return st;
@@ -551,8 +553,9 @@ static sl_status lost_cells(source_reader *r, const sl_pq_batch *b, int64_t i, s
         if (!v->n_lost || !sl_pq_vector_lost(v, i))
             continue;
         if (needed(r, c))
-            return sl_source_item_fail(item, "%s row %lld: the page holding its value cannot be decoded: %s",
-                                       r->file, (long long)(r->base + i), v->lost_why);
+            return sl_source_item_fail_status(item, SL_ERR_IO, /* the file, not the row's data */
+                                              "%s row %lld: the page holding its value cannot be decoded: %s",
+                                              r->file, (long long)(r->base + i), v->lost_why);
         if (r->warned[c] != b->row_group + 1 && !r->p->quiet)
             sl_log(SL_LOG_WARN, "%s: its values in the rows of such pages are null; the rows go on", v->lost_why);
         r->warned[c] = b->row_group + 1;
@@ -583,7 +586,8 @@ static sl_status pq_next(source_reader *r, sl_source_item *item, bool *done)
              * which may not happen to another run; a damaged file
              * (SL_ERR_DECODE) ends alike for every run. */
             item->cut_short = st == SL_ERR_IO;
-            return sl_source_item_fail(item, "%s; the rest of the file is skipped", sl_last_error());
+            return sl_source_item_fail_status(item, SL_ERR_IO, "%s; the rest of the file is skipped",
+                                              sl_last_error());
         }
         if (!r->batch) {
             *done = true;
@@ -636,9 +640,10 @@ static sl_status one_image(source_reader *r, const sl_pq_batch *b, int64_t i, in
     if (bv && bv->valid[i] && bv->offsets[i + 1] > bv->offsets[i]) {
         size_t len = (size_t)(bv->offsets[i + 1] - bv->offsets[i]);
         if (len > r->p->max_item_bytes)
-            return sl_source_item_fail(item, "%s row %lld: '%s' is %zu bytes, over the limit of %zu",
-                                       r->file, (long long)(r->base + i), bv->info->name, len,
-                                       r->p->max_item_bytes);
+            return sl_source_item_fail_status(item, SL_ERR_TOO_LARGE,
+                                              "%s row %lld: '%s' is %zu bytes, over the limit of %zu",
+                                              r->file, (long long)(r->base + i), bv->info->name,
+                                              len, r->p->max_item_bytes);
         if (!(item->data = sl_malloc(len)) ||
             !(item->name = sl_asprintf("%s row %lld, column '%s'", r->file,
                                        (long long)(r->base + i), image_name)))
@@ -683,7 +688,8 @@ static sl_status column_images(source_reader *r, const sl_pq_batch *b, int64_t i
                                  &one);
         item->images[k] = (sl_source_image){one.path, one.data, one.len, one.name};
         if (st == SL_OK && one.error)
-            st = sl_source_item_fail(item, "image %zu of %zu: %s", k + 1, r->n_multi, one.error);
+            st = sl_source_item_fail_status(item, one.error_status, "image %zu of %zu: %s", k + 1,
+                                            r->n_multi, one.error);
         sl_free(one.error);
         if (st != SL_OK || item->error)
             return st;

@@ -651,8 +651,9 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
             skip = true;
         } else if (size < 0 || (uint64_t)size > r->p->max_item_bytes) {
             if (!r->pending.error)
-                st = sl_source_item_fail(&r->pending, "%s: member '%s' is %lld bytes, over the "
-                                                      "limit of %zu",
+                st = sl_source_item_fail_status(&r->pending, SL_ERR_TOO_LARGE,
+                                                "%s: member '%s' is %lld bytes, over the "
+                                                "limit of %zu",
                                          r->file, name, (long long)size, r->p->max_item_bytes);
             skip = true;
         } else {
@@ -676,6 +677,7 @@ static sl_status wds_next(source_reader *r, sl_source_item *item, bool *done)
         return finish_sample(r, r->pending_offset, item);
     if (r->end_error) {
         item->error = r->end_error;
+        item->error_status = SL_ERR_IO; /* the shard, damaged or unreadable */
         r->end_error = NULL;
         item->id = sl_asprintf("%s@%lld", r->name, (long long)r->end_offset);
         item->at = r->end_offset;

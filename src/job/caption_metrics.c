@@ -162,7 +162,7 @@ static const struct {
     sl_metrics_type type;
 } stage_families[SV_COUNT] = {
     {"sluice_stage_rows_in_total", "Rows a stage received.", SL_METRICS_COUNTER},
-    {"sluice_stage_rows_out_total", "Rows a stage passed on that it neither failed nor dropped (an earlier stage's failed rows pass through).", SL_METRICS_COUNTER},
+    {"sluice_stage_rows_out_total", "Rows a stage passed on that it neither failed nor dropped (an earlier stage's failed rows pass through; rows a stop left unsent do not count).", SL_METRICS_COUNTER},
     {"sluice_stage_rows_failed_total", "Rows that failed in a stage.", SL_METRICS_COUNTER},
     {"sluice_stage_queue_rows", "Rows waiting in a stage's input queue.", SL_METRICS_GAUGE},
     {"sluice_stage_queue_bytes", "Bytes waiting in a stage's input queue.", SL_METRICS_GAUGE},

@@ -559,10 +559,19 @@ static sl_status start_metrics(job *j)
                sl_last_error());
         st = caption_metrics_start(NULL, NULL, &j->metrics);
     } else if (st == SL_ERR_IO) {
-        char why[768];
+        /* The server's message names the address as this one does: said
+         * once. The way on without metrics is a job file's key (the
+         * default address is optional already). */
+        char why[768], named[320];
         snprintf(why, sizeof why, "%s", sl_last_error());
-        st = sl_fail(SL_ERR_INVALID_ARG, "--metrics-addr %s: %s; choose a free port or 'off'",
-                     addr, why);
+        int n = snprintf(named, sizeof named, "metrics address \"%s\": ", addr);
+        const char *cause = why;
+        if (n > 0 && (size_t)n < sizeof named && strncmp(why, named, (size_t)n) == 0)
+            cause += n;
+        st = sl_fail(SL_ERR_INVALID_ARG,
+                     "--metrics-addr %s: %s; choose a free port (127.0.0.1:0 picks one) or 'off', "
+                     "or set metrics.optional: true in a job file to run on without metrics when "
+                     "it is taken", addr, cause);
     }
     return st;
 }

@@ -248,10 +248,12 @@ static sl_status check_new_id(reader *rd, sl_source_item *it)
         it->batch->line_id = NULL;
         sl_free(it->id);
         it->id = line_id;
-        if (!it->error)
+        if (!it->error) {
+            it->error_status = SL_ERR_INVALID_ARG; /* the line's own data */
             it->error = sl_asprintf("%s: custom_id '%s' is repeated: it is on %s too; each "
                                     "request needs its own custom_id (this one is not run)",
                                     again, it->batch->custom_id, first);
+        }
         st = it->error ? SL_OK : sl_fail(SL_ERR_NOMEM, "out of memory reading '%s'", again);
         sl_free(first);
         sl_free(again);
@@ -407,8 +409,9 @@ static sl_status read_produce(void *state, sl_row *row, bool *done)
                               (r->extra ? 256 * json_object_size(r->extra) : 0) +
                               (r->prompt ? strlen(r->prompt) : 0) + 2 + job_row_list_bytes(r) +
                               (r->batch ? r->batch->line_bytes : 0));
-    if (it.error) /* a batch file's line breaks its rules; other inputs could not be read */
-        sl_row_fail_status(row, r->batch ? SL_ERR_INVALID_ARG : SL_ERR_IO, "%s", it.error);
+    if (it.error) /* classed by its cause (sl_source_item.error_status) */
+        sl_row_fail_status(row, it.error_status != SL_OK ? it.error_status : SL_ERR_IO, "%s",
+                           it.error);
     sl_free(it.error);
     return SL_OK;
 }

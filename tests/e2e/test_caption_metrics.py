@@ -343,6 +343,33 @@ def test_a_busy_default_port_is_a_warning_that_says_what_to_change(sluice, tmp_p
     assert (tmp_path / "out" / "_metrics.prom").exists()
 
 
+def test_a_busy_address_given_says_it_once_and_the_way_on(sluice, tmp_path):
+    """An address given on purpose that another process holds ends the run
+    before it writes (exit 2). It said the address twice
+    ('--metrics-addr A: metrics address "A": cannot listen: ...') and
+    not that a job file's metrics.optional: true runs on without metrics."""
+    import socket
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    addr = f"127.0.0.1:{holder.getsockname()[1]}"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"metrics:\n  addr: {addr}\n")
+    try:
+        r = sluice.run("caption", SAMPLES, "-o", tmp_path / "out", "--dry-run",
+                       "--metrics-addr", addr)
+        from_file = sluice.run("run", job, SAMPLES, "-o", tmp_path / "out2", "--dry-run")
+    finally:
+        holder.close()
+    for run, flag in ((r, "--metrics-addr"), (from_file, "metrics.addr")):
+        assert run.returncode == 2, run.stderr
+        said = [line for line in run.stderr.splitlines() if "Address already in use" in line]
+        assert len(said) == 1 and said[0].count(addr) == 1, run.stderr
+        assert f"{flag} {addr}: cannot listen: Address already in use; " in said[0], said
+        assert "metrics.optional: true" in said[0] and "'off'" in said[0], said
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
 def test_a_loopback_server_answers_only_to_its_address_or_localhost(sluice, tmp_path):
     """The live page serves the run's captions and thumbnails. A web site the
     user opens can point its own name at 127.0.0.1 (DNS rebinding) and read

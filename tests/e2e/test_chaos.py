@@ -154,7 +154,7 @@ def assert_stopped_soundly(r: subprocess.CompletedProcess, out: pathlib.Path, wa
     the committed parts hold."""
     assert_sound(out, want)
     assert not list(out.glob(".part-*.tmp-*")), "a temporary part file was left behind"
-    m = re.search(r"sluice: (\d+) rows written", r.stderr)
+    m = re.search(r"sluice: (\d+) rows? written", r.stderr)
     if m:
         assert int(m.group(1)) == committed_in_ledger(out), r.stderr[-2000:]
 

@@ -3,6 +3,7 @@ each becomes one failed row naming the input and the cause, in words a
 user can act on, and the run goes on; nothing hangs, nothing is dropped
 in silence. Most run with --dry-run: the read and decode stages are the
 real run's, no model is needed."""
+import base64
 import gzip
 import io
 import json
@@ -615,6 +616,11 @@ def test_files_and_folders_the_user_cannot_read_fail_their_rows(sluice, llama_pr
         assert str(inputs / "closed.jpg") in err and "Permission denied" in err, err
         err = by_id["sub"]["error"]
         assert str(inputs / "sub") in err and "Permission denied" in err, err
+        # A folder that cannot be listed is no fault of the data: io, at read;
+        # an image that cannot be opened fails at decode.
+        classes = {(f["stage"], f["class"]): f["rows"]
+                   for f in json.loads((out / "_summary.json").read_text())["failures"]}
+        assert classes.get(("read", "io")) == 1, classes
 
         closed = base / "closed"
         closed.mkdir()  # root's, 0755: nobody cannot create in it
@@ -737,3 +743,62 @@ def test_a_bad_image_held_in_the_input_is_named_where_it_is(sluice, tmp_path):
             assert set(failed) == {"p0", "p1"}, failed
             assert f"image 2 of 2: {path} row 0, column 'side': not an image" in failed["p0"]
             assert f"image 1 of 2: {path} row 1, column 'image': not an image" in failed["p1"]
+
+
+def failure_classes(out):
+    summary = json.loads((out / "_summary.json").read_text())
+    return {(f["stage"], f["class"]): f["rows"] for f in summary["failures"]}
+
+
+def test_read_failures_are_classed_by_their_cause(sluice, tmp_path):
+    """A null image cell in Parquet failed at read as `io` (a read error of
+    the machine or the store, docs/metrics.md), as did every failure at
+    read but a batch line's; user24 counted its bad data as disk trouble.
+    Each is now classed by its cause: the row's own data (a null or empty
+    image, a refused or unknown URL scheme, a malformed data: URL) is
+    `invalid`, a value past --max-item-bytes `too_large`, a path that
+    names nothing `not_found` (as decode classes one), and a file that
+    cannot be read stays `io`. --retry-failed answers them again, as any
+    failed row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    limit = "1M"  # the least --max-item-bytes takes; 1 MiB or 1 MB, the rows are far from it
+    big = JPEG + b"\0" * (2 << 20)
+    assert len(JPEG) < 1_000_000
+    cell = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "id": ["null", "neither", "gone", "big", "good"],
+        "image": pa.array([None, {"bytes": None, "path": None},
+                           {"bytes": None, "path": str(tmp_path / "gone.jpg")},
+                           {"bytes": big, "path": None}, {"bytes": JPEG, "path": None}], cell)})
+    pq.write_table(table, tmp_path / "cells.parquet")
+    out = tmp_path / "out-parquet"
+    r = dry(sluice, tmp_path / "cells.parquet", out, "--id-column", "id", "--max-item-bytes",
+            limit)
+    assert r.returncode == 3, r.stderr
+    assert {k: v["error_stage"] for k, v in rows_by_id(out).items()} == \
+        {"null": "read", "neither": "read", "gone": "read", "big": "read", "good": None}
+    assert failure_classes(out) == {("read", "invalid"): 2, ("read", "not_found"): 1,
+                                    ("read", "too_large"): 1}
+
+    data_url = "data:image/jpeg;base64,"
+    lines = {"empty": "", "file": "file:///etc/hostname", "ftp": "ftp://example.com/a.jpg",
+             "null": None, "bad-data": data_url + "@@@",
+             "big-data": data_url + base64.b64encode(big).decode(),
+             "good": data_url + base64.b64encode(JPEG).decode(),
+             "long": "x" * (5 << 20)}  # past --max-line-bytes 4M: its id is FILE:LINE
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": k, "image": v}) + "\n" for k, v in lines.items()))
+    out = tmp_path / "out-jsonl"
+    flags = ("--id-column", "id", "--max-item-bytes", limit, "--max-line-bytes", "4M")
+    r = dry(sluice, manifest, out, *flags)
+    assert r.returncode == 3, r.stderr
+    rows = rows_by_id(out)
+    assert set(rows) == set(lines) - {"long"} | {f"m.jsonl:{len(lines)}"}, sorted(rows)
+    assert [k for k, v in rows.items() if v["error_stage"] != "read"] == ["good"], rows
+    assert failure_classes(out) == {("read", "invalid"): 5, ("read", "too_large"): 2}
+    r = dry(sluice, manifest, out, *flags, "--retry-failed")
+    assert r.returncode == 3, r.stderr
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["rows"]["retried"] == 7, summary["rows"]
+    assert failure_classes(out) == {("read", "invalid"): 5, ("read", "too_large"): 2}

@@ -729,6 +729,44 @@ def test_a_stopped_run_says_the_rows_a_filter_dropped(sluice, tmp_path):
     assert "sluice: 0 rows written (0 failed) to " in r.stderr, r.stderr
     assert f"\nsluice: {dropped} row{'s' if dropped > 1 else ''} dropped by a stage (not " \
            "written; done: a rerun skips them)\n" in r.stderr, r.stderr
+    # The rows the stop left unsent were "out" of the engine and of this
+    # stage (drop_and_stop 4/6 after dropping 2 of 6): passed on by neither.
+    stages = {s["name"]: s for s in summary["stages"]}
+    deferred = summary["rows"]["deferred"]
+    assert deferred >= 1, summary["rows"]
+    assert stages["drop_and_stop"]["rows_out"] == 0, stages
+    assert stages["drop_and_stop"]["rows_dropped"] == dropped, stages
+    assert stages["engine"]["rows_out"] == stages["engine"]["rows_in"] - deferred, stages
+
+
+def test_counts_of_one_are_said_in_the_singular(sluice, tmp_path):
+    """A run stopped with one row done said "1 rows written"; a run or a
+    dry run of one image "1 images:" and "1 rows:". One image here, and a
+    stage after the engine that stops the run (SIGTERM, as Ctrl-C) and keeps
+    the row: the stop comes once that one row is answered, so it is written."""
+    script = tmp_path / "keep_and_stop.lua"
+    script.write_text(
+        "function process(row)\n"
+        "  local f = io.open('/proc/self/stat')\n"
+        "  local pid = f:read('*n')\n"
+        "  f:close()\n"
+        "  os.execute('kill -TERM ' .. pid)\n"
+        "  return row\n"
+        "end\n")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(SAMPLES / ORIGINALS[0], inputs / ORIGINALS[0])
+    r = sluice.run("caption", inputs, "-o", tmp_path / "out", *MODEL, "--max-tokens", "4",
+                   "--stage", f"{script}@engine", "--metrics-addr", "off", "--show", "0")
+    assert r.returncode == 130, r.stderr
+    assert "\nsluice: 1 row written (0 failed) to " in r.stderr, r.stderr
+    r = sluice.run("caption", inputs, "-o", tmp_path / "out1", *MODEL, "--max-tokens", "4",
+                   "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    assert "\n1 image: 1 captioned, 0 failed in " in r.stdout, r.stdout
+    r = sluice.run("caption", inputs, "-o", tmp_path / "dry", "--dry-run", "--metrics-addr", "off")
+    assert r.returncode == 0, r.stderr
+    assert "dry run (no model): 1 row: 1 read and decoded, 0 failed in " in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("flags, said", [

@@ -1230,6 +1230,23 @@ static void a_stop_tells_async_stages_and_their_unstarted_rows_are_deferred(void
     assert_int_equal(es.rows_deferred, deferred);
     assert_int_equal(es.rows_done, es.rows_produced + es.rows_produced / 2 +
                                    es.rows_produced % 2);
+    /* A deferred row was drained unsent: it is "out" of no stage from the
+     * one that deferred it on, while every stage before passed it on. The
+     * sink's counts are the reference: rows it saw, and those deferred. */
+    unsigned long seen = 0;
+    for (uint64_t seq = 0; seq < es.rows_produced; seq++)
+        seen += z.rows[seq];
+    const char *names[] = {"read", "split", "engine", "check", "sink"};
+    unsigned long want_out[] = {es.rows_produced, seen, seen - deferred, seen - deferred,
+                                seen - deferred};
+    for (size_t i = 0; i < 5; i++) {
+        sl_stage_stats ss;
+        sl_exec_stage_stats(e, i, &ss);
+        if (ss.rows_out != want_out[i] || ss.rows_failed != 0)
+            fail_msg("stage %s: %llu rows out, %llu failed (want %lu out, 0 failed)", names[i],
+                     (unsigned long long)ss.rows_out, (unsigned long long)ss.rows_failed,
+                     want_out[i]);
+    }
     sl_exec_free(e);
     pthread_mutex_destroy(&z.mu);
     free_ctx(c);
