@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO, SAMPLES, TINY, read_rows
+from conftest import REPO, SAMPLES, TINY, read_rows, sample_copies
 
 pq = pytest.importorskip("pyarrow.parquet")
 Image = pytest.importorskip("PIL.Image")
@@ -717,9 +717,10 @@ def test_a_stopped_run_says_the_rows_a_filter_dropped(sluice, tmp_path):
         "  return nil\n"
         "end\n")
     inputs, out = tmp_path / "in", tmp_path / "out"
-    inputs.mkdir()
-    for name in ORIGINALS:
-        shutil.copy(SAMPLES / name, inputs / name)
+    # More inputs than the queues between the engine and the stage hold: on
+    # a loaded machine the stage's first call may come late, and with six
+    # the engine had answered every row by then (none left to defer).
+    sample_copies(inputs, 6)
     r = sluice.run("caption", inputs, "-o", out, *MODEL, "--parallel", "1", "--max-tokens", "4",
                    "--stage", f"{script}@engine", "--metrics-addr", "off", "--show", "0")
     assert r.returncode == 130, r.stderr
