@@ -731,7 +731,8 @@ sl_status batch_errors_collect(const job *j)
         return st;
     }
     bool ok = true;
-    char buf[1 << 16];
+    char buf[1 << 16], unread[4200] = "";
+    int unread_errno = 0;
     const char *fmt = sl_sink_extension(j->sink);
     /* Every part in the folder: under MPI the other ranks' too (rank 0
      * collects once all are done). */
@@ -748,6 +749,13 @@ sl_status batch_errors_collect(const job *j)
         size_t n;
         while (in && ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
             ok = fwrite(buf, 1, n, out) == n;
+        /* A part that could not be read whole would leave the file short
+         * while the run said it holds every failed request. */
+        if (in && ok && ferror(in)) {
+            unread_errno = errno;
+            snprintf(unread, sizeof unread, "%s", errs);
+            ok = false;
+        }
         if (in)
             fclose(in);
         sl_free(part);
@@ -756,7 +764,11 @@ sl_status batch_errors_collect(const job *j)
     ok = ok && fflush(out) == 0 && fsync(fileno(out)) == 0;
     ok = fclose(out) == 0 && ok;
     sl_status st = SL_OK;
-    if (!ok || rename(tmp, file) != 0) {
+    if (unread[0]) {
+        st = sl_fail(SL_ERR_IO, "--errors-file '%s': cannot read '%s': %s (the file is left as "
+                                "it was)", file, unread, strerror(unread_errno));
+        unlink(tmp);
+    } else if (!ok || rename(tmp, file) != 0) {
         st = sl_fail(SL_ERR_IO, "--errors-file '%s': %s", file, strerror(errno));
         unlink(tmp);
     }

@@ -215,6 +215,16 @@ def test_errors_file_holds_the_failed_requests(sluice, mixed, tmp_path):
     before = errors.read_text()
     assert batch(sluice, mixed, out, *LLAMA, "--errors-file", errors).returncode == 3
     assert errors.read_text() == before
+    # An errors part that cannot be read (here a folder in its place) left
+    # the file short of its requests while the run said nothing of it.
+    part = sorted(out.glob("errors-*.jsonl"))[0]
+    part.unlink()
+    part.mkdir()
+    r = batch(sluice, mixed, out, *LLAMA, "--errors-file", errors)
+    assert r.returncode not in (0, 3), r.stderr
+    assert f"--errors-file '{errors}': cannot read '{part}': Is a directory (the file is left " \
+        "as it was)" in r.stderr, r.stderr
+    assert errors.read_text() == before
 
 
 def test_a_line_past_the_limit_fails_saying_how_to_answer_it(sluice, tmp_path):
