@@ -517,11 +517,13 @@ static sl_status fail_lua(sl_status status, const lua_stage *ls, const char *wha
 
 /* --- JSON <-> Lua ----------------------------------------------------------------- */
 
-/* Pushes v as a Lua value: objects and arrays as tables, null as sluice.null. */
-static void push_json(lua_State *L, const json_t *v, int depth)
+/* Pushes v as a Lua value: objects and arrays as tables, null as sluice.null.
+ * `what` (NULL: none) names the value in the error past JSON_DEPTH. */
+static void push_json_named(lua_State *L, const json_t *v, int depth, const char *what)
 {
     if (depth > JSON_DEPTH)
-        luaL_error(L, "JSON nested deeper than %d", JSON_DEPTH);
+        luaL_error(L, "%s%sJSON nested deeper than %d", what ? what : "", what ? " holds " : "",
+                   JSON_DEPTH);
     luaL_checkstack(L, 4, "JSON value");
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
@@ -529,7 +531,7 @@ static void push_json(lua_State *L, const json_t *v, int depth)
         const char *k;
         json_t *e;
         json_object_foreach((json_t *)v, k, e) {
-            push_json(L, e, depth + 1);
+            push_json_named(L, e, depth + 1, what);
             lua_setfield(L, -2, k);
         }
         break;
@@ -538,7 +540,7 @@ static void push_json(lua_State *L, const json_t *v, int depth)
         size_t n = json_array_size(v);
         lua_createtable(L, (int)n, 0);
         for (size_t i = 0; i < n; i++) {
-            push_json(L, json_array_get(v, i), depth + 1);
+            push_json_named(L, json_array_get(v, i), depth + 1, what);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         break;
@@ -550,6 +552,11 @@ static void push_json(lua_State *L, const json_t *v, int depth)
     case JSON_FALSE: lua_pushboolean(L, 0); break;
     default: lua_pushlightuserdata(L, NULL); break; /* sluice.null */
     }
+}
+
+static void push_json(lua_State *L, const json_t *v, int depth)
+{
+    push_json_named(L, v, depth, NULL);
 }
 
 static json_t *to_json(lua_State *L, int idx, int depth);
@@ -958,7 +965,7 @@ static int row_tostring(lua_State *L)
 /* Pushes the value of JSON text (sl_pipeline_text_free()d here; nil for
  * NULL) held by b, a box the caller pushed before it had the text: nothing
  * that may raise comes between the text's making and its freeing. */
-static void push_parsed(lua_State *L, jbox *b, char *text)
+static void push_parsed(lua_State *L, jbox *b, char *text, const char *what)
 {
     json_error_t err;
     bool had = text != NULL;
@@ -970,7 +977,7 @@ static void push_parsed(lua_State *L, jbox *b, char *text)
     }
     if (!b->v)
         luaL_error(L, "not enough memory");
-    push_json(L, b->v, 0);
+    push_json_named(L, b->v, 0, what);
 }
 
 static int columns_index(lua_State *L)
@@ -981,8 +988,10 @@ static int columns_index(lua_State *L)
     if (s) {
         lua_pushstring(L, s);
     } else {
+        char what[96];
+        snprintf(what, sizeof what, "row.columns.%.64s", k);
         jbox *b = push_box(L, NULL);
-        push_parsed(L, b, sl_pipeline_row_column_json(row, k));
+        push_parsed(L, b, sl_pipeline_row_column_json(row, k), what);
     }
     return 1;
 }
@@ -1019,7 +1028,7 @@ static int columns_pairs(lua_State *L)
     sl_row *row = proxied_row(L, 1, COLUMNS_MT);
     lua_getglobal(L, "next");
     jbox *b = push_box(L, NULL);
-    push_parsed(L, b, sl_pipeline_row_columns_json(row));
+    push_parsed(L, b, sl_pipeline_row_columns_json(row), "row.columns");
     if (lua_isnil(L, -1))
         return luaL_error(L, "not enough memory");
     lua_remove(L, -2);

@@ -796,3 +796,22 @@ def test_setting_the_answer_of_a_row_of_several_answers_fails_it(sluice, tmp_pat
     rows = read_rows(out)
     assert rows and all(row["error_stage"] == "set" and row["error"] == f"{script}:2: {said}"
                         for row in rows), rows
+
+
+def test_a_column_too_deep_for_lua_is_named(sluice, tmp_path):
+    """A pass-through column nested deeper than a stage's Lua tables take
+    failed its row with "deep.lua:2: JSON nested deeper than 64": which
+    value was too deep was for the user to find. It is named now."""
+    image = tmp_path / "a.jpg"
+    shutil.copy(SAMPLES / ORIGINALS[0], image)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": str(image), "meta": json.loads("[" * 70 + "1" +
+                                                                          "]" * 70)}) + "\n")
+    script = tmp_path / "deep.lua"
+    script.write_text("function process(row)\n  local m = row.columns.meta\n  return row\nend\n")
+    out = tmp_path / "out"
+    r = sluice.run("caption", manifest, "-o", out, *MODEL, "--max-tokens", "2", "--stage",
+                   f"{script}@decode", "--metrics-addr", "off", "--show", "0")
+    assert r.returncode == 3, r.stderr
+    [row] = read_rows(out)
+    assert row["error"] == f"{script}:2: row.columns.meta holds JSON nested deeper than 64", row
