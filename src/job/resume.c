@@ -1043,10 +1043,21 @@ static void describe_token_limits(const char *was, const char *now, char *out, s
  * mpi_shards (one rank runs as one process); an openai job whose --samples
  * are drawn the other way differs in samples_drawn_by, and the earlier
  * command may be this one: a sluice before 2026-12-02 drew each answer with
- * a request of its own, as --split-samples does now. */
-static sl_status explain_refusal(const job *j)
+ * a request of its own, as --split-samples does now. A folder whose
+ * settings differ in their token limits alone (new_limits) takes them with
+ * --retry-failed. */
+static sl_status explain_refusal(const job *j, bool new_limits)
 {
     const char *why = sl_last_error(), *hint = NULL, *how = NULL;
+    if (new_limits) {
+        char *copy = sl_strdup(why);
+        sl_status st = sl_fail(SL_ERR_EXISTS, "%s (only the token limit changed: add "
+                                              "--retry-failed to retry the failed rows with the "
+                                              "new one, and go on with it)",
+                               copy ? copy : "output holds rows made with another token limit");
+        sl_free(copy);
+        return st;
+    }
     if (strstr(why, "mpi_shards")) {
         hint = j->dist ? "ran as one process" : "ran under MPI";
         how = j->dist ? "resume it without mpirun, or with one rank"
@@ -1442,21 +1453,14 @@ static sl_status open_ledger(job *j)
                                  n_forms, p->overwrite);
     for (size_t i = 0; i < n_forms; i++)
         sl_free(forms[i]);
-    if (st == SL_ERR_EXISTS && new_limits) {
-        char *copy = sl_strdup(sl_last_error());
-        st = sl_fail(st, "%s (only the token limit changed: add --retry-failed to retry the "
-                         "failed rows with the new one, and go on with it)",
-                     copy ? copy : "output holds rows made with another token limit");
-        sl_free(copy);
-    }
     /* After the bind, whose start over (--overwrite, or other settings
      * before any part) empties the meta table: recorded before it, the
      * owner was lost, and the next output given this state folder took
      * the ledger for its own (check_state_owner). */
     if (st == SL_OK && j->remote)
         st = sl_ledger_meta_set(j->ledger, "output", j->remote);
-    if (st == SL_ERR_EXISTS && !new_limits)
-        st = explain_refusal(j);
+    if (st == SL_ERR_EXISTS)
+        st = explain_refusal(j, new_limits);
     sl_ledger_info info;
     if (st == SL_OK)
         st = sl_ledger_reconcile(j->ledger, &info);
